@@ -1,0 +1,1 @@
+"""Experiment entry points (run, sweep, bench, plot) and configs. Not a library."""

@@ -1,0 +1,1 @@
+"""Meta-solvers behind one registry (placeholder; the registry lands shortly)."""
