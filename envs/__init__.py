@@ -16,6 +16,7 @@ from envs.core import EnvParams, EnvState, MultiAgentEnv
 from envs.pettingzoo_in import PettingZooAdapter, from_pettingzoo
 from envs.pettingzoo_out import JaxToPettingZoo, to_pettingzoo
 from envs.registry import UnknownEnvError, factory, make, register, registered
+from envs.trust_dilemma import TrustDilemma
 
 
 def _register_builtin() -> None:
@@ -28,6 +29,7 @@ def _register_builtin() -> None:
                 actions=matrix.action_names(name),
             ),
         )
+    register("trust_dilemma", factory(TrustDilemma))
 
 
 _register_builtin()
