@@ -32,13 +32,14 @@ picks one at run time (under ``vmap`` both run). Pass ``zero_sum=True/False`` to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from psro.solvers.nash_conv import live_masks, nash_conv, uniform_strategies
+from psro.solvers.nash_conv import expected_payoffs, live_masks, nash_conv, uniform_strategies
 from psro.solvers.result import SolverResult
 
 __all__ = ["nash", "zero_sum_lp", "zero_sum_pdhg", "is_constant_sum"]
@@ -112,32 +113,27 @@ def nash(
             "(or the default 'auto') inside jit/vmap"
         )
 
-    pd_kwargs = dict(
-        iterations=3000 if iterations is None else iterations,
-        check_every=check_every,
-        restart_beta=restart_beta,
-    )
+    iters = 3000 if iterations is None else int(iterations)
     rae_kwargs = {}
     if iterations is not None:
-        rae_kwargs["iterations"] = iterations
+        rae_kwargs["iterations"] = int(iterations)
     if restarts is not None:
-        rae_kwargs["restarts"] = restarts
+        rae_kwargs["restarts"] = int(restarts)
+    rae_items = tuple(sorted(rae_kwargs.items()))
+    init = None if init is None else tuple(jnp.asarray(s) for s in init)
 
     def zs_result(method_zs: str) -> SolverResult:
-        a = 0.5 * (payoffs[0] - payoffs[1])  # the zero-sum part; exact for constant-sum games
         if method_zs == "lp":
+            a = 0.5 * (payoffs[0] - payoffs[1])  # the zero-sum part; exact for constant-sum games
             x, y = zero_sum_lp(a, masks)
-            x, y = jnp.asarray(x, payoffs.dtype), jnp.asarray(y, payoffs.dtype)
-        else:
-            x0, y0 = (None, None) if init is None else (init[0], init[1])
-            x, y = zero_sum_pdhg(a, masks, x0, y0, **pd_kwargs)
-        return _finish(payoffs, (x, y), masks, jnp.asarray(True))
+            sigma = (jnp.asarray(x, payoffs.dtype), jnp.asarray(y, payoffs.dtype))
+            return _finish_jit(payoffs, sigma, masks, jnp.asarray(True))
+        return _pdhg_result(
+            payoffs, masks, init, restart_beta, iterations=iters, check_every=int(check_every)
+        )
 
     def gs_result() -> SolverResult:
-        from psro.solvers.rae import rae  # the other solver module; imported lazily
-
-        res = rae(payoffs, None, mask=masks, init=init, key=key, gamma=0.0, eps=0.0, **rae_kwargs)
-        return _finish(payoffs, tuple(res.strategies), masks, jnp.asarray(False))
+        return _rae_result(payoffs, masks, init, key, rae_items=rae_items)
 
     if method == "lp":
         return zs_result("lp")
@@ -159,17 +155,38 @@ def nash(
     )
 
 
+# Module-level jitted kernels: repeated eager calls with the same shapes reuse the compilation;
+# inside an outer jit they are simply inlined.
+@functools.partial(jax.jit, static_argnames=("iterations", "check_every"))
+def _pdhg_result(payoffs, masks, init, restart_beta, *, iterations, check_every):
+    a = 0.5 * (payoffs[0] - payoffs[1])  # the zero-sum part; exact for constant-sum games
+    x0, y0 = (None, None) if init is None else (init[0], init[1])
+    x, y = zero_sum_pdhg(
+        a, masks, x0, y0, iterations=iterations, check_every=check_every, restart_beta=restart_beta
+    )
+    return _finish(payoffs, (x, y), masks, jnp.asarray(True))
+
+
+@functools.partial(jax.jit, static_argnames=("rae_items",))
+def _rae_result(payoffs, masks, init, key, *, rae_items):
+    from psro.solvers.rae import rae  # the RAE module; gamma = eps = 0 is Nash
+
+    res = rae(payoffs, None, mask=masks, init=init, key=key, gamma=0.0, eps=0.0, **dict(rae_items))
+    return _finish(payoffs, tuple(res.strategies), masks, jnp.asarray(False))
+
+
 def _finish(payoffs, sigma, masks, zero_sum) -> SolverResult:
     sigma = tuple(
         jnp.where(m, s, 0.0).astype(payoffs.dtype) for s, m in zip(sigma, masks, strict=True)
     )
-    from psro.solvers.nash_conv import expected_payoffs
-
     return SolverResult(
         strategies=sigma,
         gap=nash_conv(payoffs, sigma, masks),
         info={"value": expected_payoffs(payoffs, sigma), "zero_sum": zero_sum},
     )
+
+
+_finish_jit = jax.jit(_finish)
 
 
 # --------------------------------------------------------------------------- zero-sum detection

@@ -20,6 +20,7 @@ profile, in the game's units.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -74,13 +75,28 @@ def prd(
     payoffs = jnp.asarray(payoffs)
     if not jnp.issubdtype(payoffs.dtype, jnp.floating):
         payoffs = payoffs.astype(jnp.result_type(float))
-    dtype = payoffs.dtype
-    n = payoffs.shape[0]
     iterations = int(iterations)
     if iterations < 1:
         raise ValueError(f"prd: iterations must be >= 1, got {iterations}")
     n_avg = iterations if average_last is None else max(1, min(int(average_last), iterations))
     masks = live_masks(payoffs, mask)
+    init = None if init is None else tuple(jnp.asarray(s) for s in init)
+    return _prd(
+        payoffs,
+        masks,
+        init,
+        dt,
+        floor,
+        iterations=iterations,
+        n_avg=n_avg,
+        normalize=bool(normalize),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("iterations", "n_avg", "normalize"))
+def _prd(payoffs, masks, init, dt, floor, *, iterations, n_avg, normalize):
+    dtype = payoffs.dtype
+    n = payoffs.shape[0]
     dt = jnp.asarray(dt, dtype)
     floor = jnp.asarray(floor, dtype)
 
