@@ -1,0 +1,273 @@
+"""The PSRO loop: oracle -> evaluate the new members -> meta-solve, each phase compiled once.
+
+Lanctot et al. (2017). The run state is one pytree (``PSROState``); shapes are fixed at the start
+(every player has ``capacity`` slots, a live count and a meta-strategy over all slots, zero on the
+dead ones), so the phases are traced once and reused every iteration -- adding a member writes a
+slot and changes no shape.
+
+    import envs
+    from psro.loop import PSRO, PSROConfig, PSROGame
+    env, params = envs.make("matrix/rock_paper_scissors")
+    game = PSROGame(env, params, policy_fn=lambda p, obs, key: p, member_init=lambda k, i: jnp.int32(0))
+    psro = PSRO(game, PSROConfig(capacity=8, solver="nash", oracle="exact", episodes=1))
+    state = psro.init(jax.random.key(0))
+    for _ in range(5):
+        state = psro.step(state)
+    psro.meta_strategies(state)
+
+Phases of one ``step``:
+
+1. **oracle** -- one new member per player from the registered oracle (``psro.oracles``), against
+   the current meta-strategy;
+2. **add** -- the members are written into the next free slot of each population;
+3. **evaluate** -- every profile that involves a new member (the new row and column, for two
+   players) is played for ``episodes`` episodes, all profiles and episodes in one vmapped call
+   (``marl.rollout.run_episodes``), and folded into the empirical meta-game (mean, variance, count);
+4. **solve** -- the meta-solver (``psro.solvers``) maps the meta-game to a mixed strategy per
+   player, warm-started from the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+import envs
+from envs.core import EnvParams, MultiAgentEnv
+from marl import rollout
+from psro import metagame as mgame
+from psro import oracles, solvers
+
+
+@dataclasses.dataclass(frozen=True)
+class PSROGame:
+    """What PSRO needs to know about a game.
+
+    Attributes:
+      env, env_params: the environment (``envs.make``).
+      policy_fn: ``policy(member_params, obs, key) -> action``, shared by all members (members
+        differ only in their parameters).
+      member_init: ``member_init(key, player) -> member_params``, the initial member of a player.
+    """
+
+    env: MultiAgentEnv
+    env_params: EnvParams
+    policy_fn: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    member_init: Callable[[jax.Array, int], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PSROConfig:
+    """Static settings of a PSRO run (hyperparameters of the solver/oracle go in the dicts)."""
+
+    capacity: int = 16  # K_max, members per player
+    solver: str = "rae"
+    solver_kwargs: dict = dataclasses.field(default_factory=dict)
+    oracle: str = "exact"
+    oracle_kwargs: dict = dataclasses.field(default_factory=dict)
+    episodes: int = 16  # episodes per meta-game cell per evaluation
+    jit_solver: bool = True  # False for host-only solvers, e.g. nash with method="lp"
+
+    def __post_init__(self):
+        if not isinstance(self.capacity, int) or self.capacity < 2:
+            raise ValueError(f"capacity must be an int >= 2, got {self.capacity!r}")
+        if not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"episodes must be an int >= 1, got {self.episodes!r}")
+        if self.solver not in solvers.names():
+            raise ValueError(
+                f"unknown solver {self.solver!r}; known solvers: {', '.join(solvers.names())}"
+            )
+        if self.oracle not in oracles.names():
+            raise ValueError(
+                f"unknown oracle {self.oracle!r}; known oracles: {', '.join(oracles.names())}"
+            )
+
+
+@struct.dataclass
+class PSROState:
+    """The whole run state (a pytree; what checkpoints save).
+
+    Attributes:
+      populations: tuple, per player, of member params stacked on a leading ``capacity`` axis.
+      counts: ``(n_players,)`` int32 live members per player.
+      metagame: the empirical ``MetaGame``.
+      meta_strategy: ``(n_players, capacity)``, zero on dead slots.
+      gap: the solver's certificate for ``meta_strategy`` (RAE gap or NashConv of the meta-game).
+      key: the run's PRNG key; iteration: int32.
+    """
+
+    populations: tuple
+    counts: jax.Array
+    metagame: mgame.MetaGame
+    meta_strategy: jax.Array
+    gap: jax.Array
+    key: jax.Array
+    iteration: jax.Array
+
+
+class PSRO:
+    """The compiled PSRO loop for one game and config (see the module docstring)."""
+
+    def __init__(self, game: PSROGame, config: PSROConfig):
+        self.game = game
+        self.config = config
+        self.n = game.env.num_agents
+        self._oracle = oracles.get(config.oracle)
+        self._solver = solvers.get(config.solver)
+        self._jit_oracle = jax.jit(self._oracle_phase)
+        self._jit_add = jax.jit(self._add_phase)
+        self._jit_eval = jax.jit(self._evaluate_phase)
+        self._jit_solve = jax.jit(self._solve_phase) if config.jit_solver else self._solve_phase
+
+    # ------------------------------------------------------------------ phases (pure)
+    def masks(self, counts: jax.Array) -> tuple[jax.Array, ...]:
+        return tuple(jnp.arange(self.config.capacity) < counts[i] for i in range(self.n))
+
+    def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
+        key, *subs = jax.random.split(state.key, self.n + 1)
+        new = tuple(
+            self._oracle(
+                subs[i],
+                self.game,
+                state.populations,
+                state.counts,
+                state.meta_strategy,
+                i,
+                **self.config.oracle_kwargs,
+            )
+            for i in range(self.n)
+        )
+        return new, key
+
+    def _add_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
+        pops = tuple(
+            jax.tree.map(lambda stack, m, c=state.counts[i]: stack.at[c].set(m), pop, member)
+            for i, (pop, member) in enumerate(zip(state.populations, new, strict=True))
+        )
+        return state.replace(populations=pops, counts=state.counts + 1, key=key)
+
+    def _evaluate_phase(self, state: PSROState) -> PSROState:
+        profiles, valid = mgame.frontier_profiles(self.config.capacity, self.n, state.counts)
+        return self._evaluate(state, profiles, valid)
+
+    def _evaluate(self, state: PSROState, profiles, valid) -> PSROState:
+        env, agents = self.game.env, self.game.env.agents
+        policies = {a: self.game.policy_fn for a in agents}
+
+        def play(profile, key):
+            pp = {
+                a: jax.tree.map(lambda s, k=profile[i]: s[k], state.populations[i])
+                for i, a in enumerate(agents)
+            }
+            out = rollout.run_episodes(
+                env, self.game.env_params, policies, pp, key, self.config.episodes
+            )
+            return jnp.stack([out.returns[a] for a in agents])  # (n, E)
+
+        key, sub = jax.random.split(state.key)
+        returns = jax.vmap(play)(profiles, jax.random.split(sub, profiles.shape[0]))
+        mg = mgame.metagame_add_batch(state.metagame, profiles, returns, valid)
+        return state.replace(metagame=mg, key=key)
+
+    def _solve_phase(self, state: PSROState) -> PSROState:
+        masks = self.masks(state.counts)
+        init = tuple(state.meta_strategy[i] for i in range(self.n))
+        key, sub = jax.random.split(state.key)
+        res = self._solver(
+            state.metagame.mean,
+            mgame.variances(state.metagame),
+            mask=masks,
+            init=init,
+            key=sub,
+            **self.config.solver_kwargs,
+        )
+        sigma = jnp.stack(
+            [jnp.where(m, s, 0.0) for s, m in zip(res.strategies, masks, strict=True)]
+        )
+        return state.replace(
+            meta_strategy=sigma.astype(state.meta_strategy.dtype),
+            gap=jnp.asarray(res.gap, jnp.float32),
+            key=key,
+        )
+
+    # ------------------------------------------------------------------ driver
+    def init(self, key: jax.Array) -> PSROState:
+        """Initial members (one per player), their profile evaluated, the meta-game solved."""
+        cap = self.config.capacity
+        key, *subs = jax.random.split(key, self.n + 1)
+        pops = []
+        for i in range(self.n):
+            member = self.game.member_init(subs[i], i)
+            pops.append(
+                jax.tree.map(
+                    lambda m: jnp.zeros((cap, *jnp.shape(m)), jnp.asarray(m).dtype).at[0].set(m),
+                    member,
+                )
+            )
+        sigma = jnp.zeros((self.n, cap), jnp.float32).at[:, 0].set(1.0)
+        state = PSROState(
+            populations=tuple(pops),
+            counts=jnp.ones((self.n,), jnp.int32),
+            metagame=mgame.metagame_init(self.n, cap),
+            meta_strategy=sigma,
+            gap=jnp.float32(0.0),
+            key=key,
+            iteration=jnp.int32(0),
+        )
+        state = self._jit_eval(state)
+        return self._jit_solve(state)
+
+    def step(self, state: PSROState) -> PSROState:
+        """One PSRO iteration (oracle, add, evaluate, solve); each phase is a compiled function."""
+        if int(state.counts.max()) >= self.config.capacity:
+            raise ValueError(
+                f"the population is full (capacity={self.config.capacity}); "
+                "raise capacity or run fewer iterations"
+            )
+        new, key = self._jit_oracle(state)
+        state = self._jit_add(state, new, key)
+        state = self._jit_eval(state)
+        state = self._jit_solve(state)
+        return state.replace(iteration=state.iteration + 1)
+
+    def meta_strategies(self, state: PSROState) -> tuple[jax.Array, ...]:
+        """Per player, the meta-strategy over its live members."""
+        counts = [int(c) for c in state.counts]
+        return tuple(state.meta_strategy[i, : counts[i]] for i in range(self.n))
+
+
+def matrix_game(
+    name_or_env: str | MultiAgentEnv, env_params: EnvParams | None = None, **overrides
+) -> PSROGame:
+    """A ``PSROGame`` for a matrix game whose members are pure actions (for the ``exact`` oracle).
+
+    The initial member of every player is action 0.
+    """
+    if isinstance(name_or_env, str):
+        env, params = envs.make(name_or_env, **overrides)
+    else:
+        env, params = (
+            name_or_env,
+            env_params if env_params is not None else name_or_env.default_params(),
+        )
+    params = env_params if env_params is not None else params
+    return PSROGame(
+        env=env,
+        env_params=params,
+        policy_fn=lambda p, obs, key: p,
+        member_init=lambda key, player: jnp.int32(0),
+    )
+
+
+def full_game_strategies(game: PSROGame, state: PSROState) -> tuple[jax.Array, ...]:
+    """For a matrix game with pure-action members: the meta-strategy as distributions over actions."""
+    sizes = game.env_params.payoffs.shape[1:]
+    return tuple(
+        oracles.action_distribution(state.populations[i], state.meta_strategy[i], sizes[i])
+        for i in range(len(sizes))
+    )

@@ -1,0 +1,187 @@
+"""The compiled PSRO loop on matrix games with the exact oracle (double oracle)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs import matrix
+from psro import metagame, oracles, solvers
+from psro.loop import PSRO, PSROConfig, full_game_strategies, matrix_game
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _game(table):
+    env = matrix.MatrixGame(table)
+    return matrix_game(env, env.default_params().replace(payoffs=jnp.asarray(table)))
+
+
+@pytest.mark.parametrize("seed,size", [(0, 12), (1, 30)])
+def test_double_oracle_reaches_nash_on_zero_sum(x64, seed, size):
+    table = matrix.random_zero_sum(seed, (size, size))
+    game = _game(table)
+    cfg = PSROConfig(
+        capacity=size + 2,
+        episodes=1,
+        solver="nash",
+        solver_kwargs={"method": "lp"},
+        jit_solver=False,
+    )
+    psro = PSRO(game, cfg)
+    state = psro.init(jax.random.key(seed))
+    conv = []
+    for _ in range(size):
+        state = psro.step(state)
+        conv.append(float(solvers.nash_conv(jnp.asarray(table), full_game_strategies(game, state))))
+        if conv[-1] < 1e-6:
+            break
+    assert conv[-1] < 1e-6, conv
+    assert conv[0] > 1e-3  # it had work to do
+    assert int(state.counts[0]) <= size + 1
+
+
+def test_no_recompilation_across_iterations():
+    game = matrix_game("matrix/rock_paper_scissors")
+    psro = PSRO(game, PSROConfig(capacity=8, episodes=2, solver="nash", oracle="exact"))
+    state = psro.init(jax.random.key(0))
+    for _ in range(5):
+        state = psro.step(state)
+    for fn in (psro._jit_oracle, psro._jit_add, psro._jit_eval, psro._jit_solve):
+        assert fn._cache_size() == 1
+    np.testing.assert_allclose(full_game_strategies(game, state)[0], 1 / 3, atol=1e-3)
+
+
+@pytest.mark.parametrize("gamma,expect", [(0.5, 0), (2.0, 1)])  # 0 = Stag, 1 = Hare
+def test_rae_psro_on_stag_hunt_selects_by_risk(gamma, expect):
+    """Above the threshold of rae.md (gamma > 1.39 at eps = 0.2) the population settles on Hare."""
+    game = matrix_game("matrix/stag_hunt")
+    hyper = {"gamma": gamma, "eps": 0.2}
+    cfg = PSROConfig(
+        capacity=6,
+        episodes=1,
+        solver="rae",
+        solver_kwargs=hyper,
+        oracle="exact",
+        oracle_kwargs=hyper,
+    )
+    psro = PSRO(game, cfg)
+    state = psro.init(jax.random.key(0))
+    for _ in range(4):
+        state = psro.step(state)
+    for dist in full_game_strategies(game, state):
+        assert float(dist[expect]) > 0.999
+
+
+@pytest.mark.slow
+def test_rae_psro_on_general_sum_ends_with_small_gap(x64):
+    """RAE-PSRO (gamma = 1) on random general-sum games: the final meta-strategy's RAE gap in the
+    full game equals the restricted solve's gap (the oracle finds nothing it missed), and it is
+    tiny wherever the restricted general-sum solve converges.
+
+    eps = 0 here: with eps > 0 the perturbation is uniform over the *population*, not the full
+    action set, so the restricted and full games define slightly different RAEs by construction.
+    Tables are pre-normalised to unit range (normalize=False) so gamma means the same in both.
+    """
+    hyper = {"gamma": 1.0, "eps": 0.0, "normalize": False}
+    finals = []
+    for seed in range(4):
+        table = matrix.random_general_sum(seed, (8, 8))
+        lo = table.min(axis=(1, 2), keepdims=True)
+        table = (table - lo) / (table.max(axis=(1, 2), keepdims=True) - lo)
+        game = _game(table)
+        cfg = PSROConfig(
+            capacity=12,
+            episodes=1,
+            solver="rae",
+            solver_kwargs=hyper,
+            oracle="exact",
+            oracle_kwargs=hyper,
+        )
+        psro = PSRO(game, cfg)
+        state = psro.init(jax.random.key(0))
+        for _ in range(10):
+            state = psro.step(state)
+        sigma = full_game_strategies(game, state)
+        gap = float(solvers.rae_gap(jnp.asarray(table), sigma, outcome_variance=False, **hyper))
+        assert gap <= float(state.gap) + 1e-5, (seed, gap, float(state.gap))
+        finals.append(gap)
+    assert max(finals) < 1e-2
+    assert sum(g < 1e-6 for g in finals) >= 2, finals
+
+
+def test_same_seed_same_run():
+    table = matrix.random_general_sum(0, (6, 6))
+    game = _game(table)
+    cfg = PSROConfig(capacity=6, episodes=3, solver="prd", oracle="exact")
+
+    def run(seed):
+        psro = PSRO(game, cfg)
+        state = psro.init(jax.random.key(seed))
+        for _ in range(4):
+            state = psro.step(state)
+        return state
+
+    a, b = run(1), run(1)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bad_config_names_the_key():
+    with pytest.raises(ValueError, match="unknown solver 'nashh'.*rae"):
+        PSROConfig(solver="nashh")
+    with pytest.raises(ValueError, match="unknown oracle 'magic'.*exact"):
+        PSROConfig(oracle="magic")
+    with pytest.raises(ValueError, match="capacity must be an int >= 2"):
+        PSROConfig(capacity=0)
+    with pytest.raises(ValueError, match="episodes must be an int >= 1"):
+        PSROConfig(episodes=-3)
+
+
+def test_full_population_is_an_error():
+    psro = PSRO(matrix_game("matrix/chicken"), PSROConfig(capacity=2, episodes=1, solver="uniform"))
+    state = psro.step(psro.init(jax.random.key(0)))
+    with pytest.raises(ValueError, match="population is full"):
+        psro.step(state)
+
+
+def test_metagame_merges_like_one_batch():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(2, 9)).astype(np.float32)
+    mg = metagame.metagame_init(2, 3)
+    mg = metagame.metagame_add_episodes(mg, (1, 2), r[:, :4])
+    mg = metagame.metagame_add_episodes(mg, (1, 2), r[:, 4:])
+    mg = metagame.metagame_add_episodes(mg, (0, 0), r[:, :1], valid=False)
+    np.testing.assert_allclose(mg.mean[:, 1, 2], r.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(metagame.variances(mg)[:, 1, 2], r.var(1, ddof=1), rtol=1e-5)
+    assert float(mg.count[1, 2]) == 9 and float(mg.count[0, 0]) == 0
+
+
+def test_frontier_profiles_are_the_new_row_and_column_once():
+    prof, valid = metagame.frontier_profiles(4, 2, jnp.array([3, 2]))
+    got = sorted(map(tuple, np.asarray(prof)[np.asarray(valid)].tolist()))
+    assert got == [(0, 1), (1, 1), (2, 0), (2, 1)]
+
+
+def test_utility_gradient_matches_autodiff():
+    rng = np.random.default_rng(0)
+    table = jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)
+    y = jnp.array([0.1, 0.2, 0.3, 0.4])
+    x0 = jnp.array([0.5, 0.3, 0.2])
+    g, e = 0.7, 0.2
+    t = (table[0] - table[0].min()) / (table[0].max() - table[0].min())
+    yp = (1 - e) * y + e / 4
+
+    def u(x):
+        r = x @ t  # r_x(b)
+        return x @ t @ y - g * (yp @ r**2 - (yp @ r) ** 2)
+
+    np.testing.assert_allclose(
+        oracles.utility_gradient(table, [x0, y], 0, g, e), jax.grad(u)(x0), rtol=1e-5, atol=1e-6
+    )
