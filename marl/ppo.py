@@ -1,0 +1,695 @@
+"""A PureJaxRL-style PPO best-response trainer against an opponent population.
+
+The learner controls one agent (``learner``) of a multi-agent env; every other agent plays a member
+of an opponent ``Population`` (``marl.population``), drawn from a mixed strategy over its slots
+**once per episode**: each env lane keeps the sampled member index in the rollout carry and draws a
+new one only when that lane's episode ends (``info["episode_done"]``).
+
+The whole training run is one pure, jittable, vmappable function (``PPO.train`` / ``PPO.run``):
+a ``lax.scan`` over updates; each update a ``lax.scan`` over ``num_steps`` steps of ``num_envs``
+vmapped envs, GAE, then ``update_epochs`` epochs of ``num_minibatches`` minibatches, each a
+``lax.scan``. Nothing is stored on the ``PPO`` object between calls: it only holds static things
+(the env, the learner id, the config, the network graphdef, the opponents' policy functions);
+state goes in and comes out (``PPOState``), optax style.
+
+Objectives (``PPOConfig.objective``):
+
+* ``"risk_neutral"``: the plain (discounted, GAE) return.
+* ``"mean_variance"``: at the last step of every episode ``-gamma_risk * (R - mu)^2`` is added to
+  the reward, where R is the episode's (undiscounted) return and mu a running estimate of the mean
+  episodic return (an EMA kept in ``PPOState.mu``, updated once per update from the episodes that
+  finished in that batch, before the penalty is computed). Because d/dmu E[(R - mu)^2] = 0 at
+  mu = E[R], the policy gradient of E[R - gamma (R - mu)^2] is that of E[R] - gamma Var[R], the
+  single-policy mean-variance utility of ``rae.md`` (with ``lam = 1``, the law of total variance
+  makes this exactly the variance the meta-solver counts, when the opponent is drawn from the
+  perturbed meta-strategy). ``gamma_risk`` may be passed to ``train``/``run`` as a traced value,
+  so a sweep can vmap over it. (The penalty is discounted back through GAE like any reward; with
+  ``gamma = 1`` the match is exact.)
+
+Episodes are treated as ending at ``episode_done`` (terminated or time limit): no bootstrapping
+across it, since the objective is the episodic return.
+
+Example (learn a best response to an opponent that mostly plays rock)::
+
+    import jax, jax.numpy as jnp, envs
+    from marl import population as P, ppo
+    env, env_params = envs.make("matrix/rock_paper_scissors", max_steps=5)
+    const = lambda p, obs, key: p                       # opponent member = the action it plays
+    opponents = P.population_from_list([jnp.int32(0), jnp.int32(1)], capacity=4)
+    probs = jnp.array([0.8, 0.2, 0.0, 0.0])              # rock 80%, paper 20%
+    trainer = ppo.PPO(env, "player_0", ppo.PPOConfig(total_updates=30), opponent_policy=const)
+    params, metrics = jax.jit(trainer.run)(jax.random.key(0), env_params, opponents, probs)
+    ppo.check_metrics(metrics)                           # raises NaNLossError on a NaN loss
+    metrics["episode_return_mean"]                       # (30,) learning curve
+    # vmapped over seeds, one compiled program:
+    keys = jax.random.split(jax.random.key(1), 4)
+    params4, m4 = jax.jit(jax.vmap(trainer.run, in_axes=(0, None, None, None)))(
+        keys, env_params, opponents, probs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from envs import spaces
+from envs.core import EnvParams, MultiAgentEnv
+from marl import networks, rollout
+from marl.population import Population, population_get
+
+PyTree = Any
+OBJECTIVES = ("risk_neutral", "mean_variance")
+
+
+class NaNLossError(FloatingPointError):
+    """A PPO loss (or gradient) became NaN or infinite during training."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (static: changing one recompiles).
+
+    Attributes:
+      num_envs: parallel env lanes N.
+      num_steps: steps per lane per update T (batch = N * T transitions).
+      total_updates: number of PPO updates in one ``train`` call.
+      lr: Adam learning rate (linearly annealed to 0 over the run if ``anneal_lr``).
+      clip_eps: PPO ratio clip.
+      ent_coef: entropy bonus coefficient.
+      vf_coef: value-loss coefficient.
+      max_grad_norm: global gradient-norm clip.
+      gamma: discount; gae_lambda: GAE lambda.
+      update_epochs: epochs over each batch; num_minibatches: minibatches per epoch
+        (must divide N * T).
+      hidden: width of the actor-critic MLP (``networks.ActorCritic``).
+      objective: ``"risk_neutral"`` or ``"mean_variance"``.
+      gamma_risk: default risk aversion for ``mean_variance`` (>= 0); ``train``/``run`` may
+        override it with a traced value.
+      mu_rate: EMA rate of the running mean-return estimate mu.
+      normalize_advantages: normalise advantages per minibatch.
+      clip_value: PPO-style clipped value loss (off by default: the mean-variance penalty can
+        make value targets large, and clipping then slows the critic down).
+    """
+
+    num_envs: int = 16
+    num_steps: int = 32
+    total_updates: int = 100
+    lr: float = 2.5e-3
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    hidden: int = 64
+    objective: str = "risk_neutral"
+    gamma_risk: float = 0.0
+    mu_rate: float = 0.1
+    anneal_lr: bool = False
+    normalize_advantages: bool = True
+    clip_value: bool = False
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for name in ("num_envs", "num_steps", "total_updates", "update_epochs", "num_minibatches"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} must divide the batch "
+                f"num_envs * num_steps = {self.num_envs * self.num_steps}"
+            )
+        if self.gamma_risk < 0:
+            raise ValueError(f"gamma_risk must be >= 0, got {self.gamma_risk}")
+        if not 0.0 < self.mu_rate <= 1.0:
+            raise ValueError(f"mu_rate must be in (0, 1], got {self.mu_rate}")
+
+
+@struct.dataclass
+class PPOState:
+    """Everything that changes during training (returned by ``init``/``train``, never kept).
+
+    Attributes:
+      params: the learner's network params (``networks`` plain dict).
+      opt_state: the optax optimiser state.
+      mu: ``()`` running estimate of the mean episodic return (mean-variance baseline).
+      mu_ready: ``()`` bool, False until the first finished episode has set mu.
+      key: the PRNG key.
+      update: ``()`` int32, updates done so far.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    mu: jax.Array
+    mu_ready: jax.Array
+    key: jax.Array
+    update: jax.Array
+
+
+@struct.dataclass
+class RolloutCarry:
+    """The env lanes between steps: env states, observations, the opponents' sampled member
+    index per lane (``{agent: (N,) int32}``) and the learner's return so far (``(N,)``)."""
+
+    env_state: Any
+    obs: dict
+    opponent_index: dict
+    episode_return: jax.Array
+
+
+@struct.dataclass
+class Transition:
+    """One batch, leading axes ``(T, N)``.
+
+    ``obs`` the learner's observation ``(T, N, obs_dim)``; ``action``, ``log_prob``, ``value``,
+    ``reward`` (the env's, unshaped) and ``done`` (last step of an episode) ``(T, N)``;
+    ``episode_return`` the episode's undiscounted return on ``done`` steps, else 0;
+    ``opponent_index`` / ``opponent_action`` ``{agent: (T, N)}`` -- the sampled member and its
+    action.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    episode_return: jax.Array
+    opponent_index: dict
+    opponent_action: dict
+
+
+def _as_agent_dict(x, agents: tuple[str, ...], what: str) -> dict:
+    """``x`` for every agent in ``agents``: a dict keyed by agent is checked, anything else is
+    shared (a Population is itself a pytree, so tell them apart by type)."""
+    if isinstance(x, Mapping) and not isinstance(x, Population):
+        missing = [a for a in agents if a not in x]
+        if missing:
+            raise ValueError(f"{what} given per agent but missing {missing}")
+        return {a: x[a] for a in agents}
+    return {a: x for a in agents}
+
+
+def _check_probs(probs, pop: Population, agent: str) -> None:
+    """Host-side validation of a mixed strategy, skipped when the values are traced."""
+    if jnp.shape(probs)[-1:] != (pop.capacity,):
+        raise ValueError(
+            f"opponent strategy for {agent!r} has shape {jnp.shape(probs)}; expected "
+            f"(..., {pop.capacity}) (one probability per population slot)"
+        )
+    try:
+        p = np.asarray(probs, np.float64)
+        mask = np.asarray(pop.mask)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ValueError(f"opponent strategy for {agent!r} must be finite and >= 0, got {p}")
+    if not np.allclose(p.sum(-1), 1.0, atol=1e-4):
+        raise ValueError(f"opponent strategy for {agent!r} must sum to 1, got {p.sum(-1)}")
+    if mask.shape == p.shape[-1:] and np.any(p[..., ~mask] > 0):
+        raise ValueError(
+            f"opponent strategy for {agent!r} puts mass on dead population slots "
+            f"{np.nonzero(np.any(p[..., ~mask] > 0, axis=tuple(range(p.ndim - 1))))[0].tolist()}"
+        )
+
+
+class PPO:
+    """PPO best response for one agent against opponents drawn from population(s).
+
+    Args:
+      env: a ``MultiAgentEnv`` with a flat ``Box`` observation and a ``Discrete`` action space for
+        the learner.
+      learner: the agent id the learner controls.
+      config: ``PPOConfig``.
+      opponent_policy: ``policy(params, obs, key) -> action`` for the opponents' population
+        members (unbatched, ``marl.rollout`` convention), or ``{agent: policy}``. Default: the
+        sampling policy of an ``ActorCritic`` of that agent's sizes and ``config.hidden`` (what a
+        symmetric PSRO population of PPO best responses holds).
+
+    Attributes (static): ``graphdef`` (the learner network's), ``policy`` (sampling),
+    ``greedy_policy``, ``apply`` (``(params, obs) -> (logits, value)``), ``opponents`` (the
+    other agent ids), ``obs_dim``, ``num_actions``.
+
+    Pure methods (jit/vmap them; all state is in the arguments and results):
+      ``init(key, init_params=None) -> PPOState``;
+      ``train(state, env_params, opponents, opponent_probs, gamma_risk=None) -> (state, metrics)``;
+      ``run(key, env_params, opponents, opponent_probs, gamma_risk=None, init_params=None)
+      -> (params, metrics)`` (``init`` then ``train``);
+      lower level: ``reset_lanes``, ``collect``, ``update``; and ``evaluate``.
+
+    ``opponents`` is a ``Population`` (shared by all other agents) or ``{agent: Population}``;
+    ``opponent_probs`` a ``(capacity,)`` probability vector (zero on dead slots) or
+    ``{agent: probs}``. Each other agent draws its own member independently, once per episode.
+    Both may be traced: calls with new mixtures or a grown population reuse the compiled program.
+
+    ``metrics`` is a dict of arrays of shape ``(total_updates,)``: ``episode_return_mean``,
+    ``episode_return_var`` (over the episodes finished in that update's batch; NaN if none),
+    ``episodes``, ``entropy``, ``policy_loss``, ``value_loss``, ``total_loss``, ``approx_kl``,
+    ``clip_frac``, ``grad_norm``, ``mu``, ``penalty_mean`` and ``nan_loss`` (bool: a loss or
+    gradient of that update was not finite). ``check_metrics(metrics)`` raises ``NaNLossError``.
+    """
+
+    def __init__(
+        self,
+        env: MultiAgentEnv,
+        learner: str,
+        config: PPOConfig | None = None,
+        opponent_policy: Callable | Mapping[str, Callable] | None = None,
+    ):
+        if learner not in env.agents:
+            raise ValueError(
+                f"learner {learner!r} is not an agent of {env!r}; agents: {env.agents}"
+            )
+        self.env = env
+        self.learner = learner
+        self.config = PPOConfig() if config is None else config
+        self.opponents = tuple(a for a in env.agents if a != learner)
+        if not self.opponents:
+            raise ValueError("PPO here trains a best response: the env needs >= 2 agents")
+        obs_space = env.observation_space(learner)
+        act_space = env.action_space(learner)
+        spaces.check_supported(learner, obs_space, "observation")
+        spaces.check_supported(learner, act_space, "action")
+        if not isinstance(act_space, spaces.Discrete):
+            raise TypeError(f"PPO supports Discrete actions; {learner!r} has {act_space}")
+        if len(obs_space.shape) != 1:
+            raise TypeError(
+                f"PPO's MLP needs a flat observation; {learner!r} has shape {obs_space.shape}"
+            )
+        self.obs_dim = int(obs_space.shape[0])
+        self.num_actions = int(act_space.n)
+        self.graphdef = networks.actor_critic_graphdef(
+            self.obs_dim, self.num_actions, self.config.hidden
+        )
+        self.apply = networks.apply_fn(self.graphdef)
+        self.policy = networks.policy_fn(self.graphdef)
+        self.greedy_policy = networks.greedy_policy_fn(self.graphdef)
+        if opponent_policy is None:
+            opponent_policy = {a: self._default_policy(a) for a in self.opponents}
+        self.opponent_policy = _as_agent_dict(opponent_policy, self.opponents, "opponent_policy")
+        cfg = self.config
+        self.batch_size = cfg.num_envs * cfg.num_steps
+        self.minibatch_size = self.batch_size // cfg.num_minibatches
+        if cfg.anneal_lr:
+            lr = optax.linear_schedule(
+                cfg.lr, 0.0, cfg.total_updates * cfg.update_epochs * cfg.num_minibatches
+            )
+        else:
+            lr = cfg.lr
+        self.optimizer = optax.chain(
+            optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=1e-5)
+        )
+
+    def _default_policy(self, agent: str) -> Callable:
+        o = self.env.observation_space(agent)
+        a = self.env.action_space(agent)
+        gd = networks.actor_critic_graphdef(int(np.prod(o.shape)), int(a.n), self.config.hidden)
+        return networks.policy_fn(gd)
+
+    # ------------------------------------------------------------------------------ state
+    def init_params(self, key: jax.Array) -> PyTree:
+        """Fresh learner params (``networks.ActorCritic``)."""
+        return networks.init_actor_critic(key, self.obs_dim, self.num_actions, self.config.hidden)[
+            1
+        ]
+
+    def init(self, key: jax.Array, init_params: PyTree | None = None) -> PPOState:
+        """A training state: fresh params from ``key``, or a warm start from ``init_params``."""
+        k_params, key = jax.random.split(key)
+        params = self.init_params(k_params) if init_params is None else init_params
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        return PPOState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            mu=jnp.zeros((), jnp.float32),
+            mu_ready=jnp.zeros((), jnp.bool_),
+            key=key,
+            update=jnp.zeros((), jnp.int32),
+        )
+
+    def _opponent_args(self, opponents, opponent_probs):
+        pops = _as_agent_dict(opponents, self.opponents, "opponents")
+        probs = _as_agent_dict(opponent_probs, self.opponents, "opponent_probs")
+        for a in self.opponents:
+            if not isinstance(pops[a], Population):
+                raise TypeError(f"opponents for {a!r} must be a marl.population.Population")
+            _check_probs(probs[a], pops[a], a)
+        probs = {a: jnp.asarray(probs[a], jnp.float32) for a in self.opponents}
+        return pops, probs
+
+    def _draw(self, key: jax.Array, probs: dict, n: int) -> dict:
+        keys = jax.random.split(key, len(self.opponents))
+        return {
+            a: jax.random.categorical(keys[i], jnp.log(probs[a]), shape=(n,)).astype(jnp.int32)
+            for i, a in enumerate(self.opponents)
+        }
+
+    def reset_lanes(
+        self, key: jax.Array, env_params: EnvParams, opponents, opponent_probs
+    ) -> RolloutCarry:
+        """Reset ``num_envs`` lanes and draw each lane's first opponent member(s)."""
+        _, probs = self._opponent_args(opponents, opponent_probs)
+        k_env, k_opp = jax.random.split(key)
+        start = rollout.rollout_init(self.env, env_params, k_env, self.config.num_envs)
+        return RolloutCarry(
+            env_state=start.env_state,
+            obs=start.obs,
+            opponent_index=self._draw(k_opp, probs, self.config.num_envs),
+            episode_return=jnp.zeros((self.config.num_envs,), jnp.float32),
+        )
+
+    # ------------------------------------------------------------------------------ rollout
+    def collect(
+        self,
+        params: PyTree,
+        carry: RolloutCarry,
+        env_params: EnvParams,
+        opponents,
+        opponent_probs,
+        key: jax.Array,
+    ) -> tuple[RolloutCarry, Transition]:
+        """``num_steps`` steps of every lane: ``(carry, Transition with axes (T, N))``.
+
+        (``marl.rollout.rollout`` takes fixed per-agent params; here the opponents' params change
+        per lane and per episode, so the step loop is written out.)
+        """
+        pops, probs = self._opponent_args(opponents, opponent_probs)
+        n = self.config.num_envs
+        learner, env = self.learner, self.env
+
+        def opp_act(a, index, obs, keys):
+            member = jax.vmap(lambda i: population_get(pops[a], i))(index)
+            return jax.vmap(self.opponent_policy[a])(member, obs, keys).astype(jnp.int32)
+
+        def step(c: RolloutCarry, key):
+            k_act, k_opp, k_env, k_draw = jax.random.split(key, 4)
+            obs_l = jnp.asarray(c.obs[learner], jnp.float32)
+            logits, value = self.apply(params, obs_l)
+            action = jax.random.categorical(k_act, logits).astype(jnp.int32)
+            log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[
+                :, 0
+            ]
+            opp_keys = jax.random.split(k_opp, (len(self.opponents), n))
+            opp_actions = {
+                a: opp_act(a, c.opponent_index[a], c.obs[a], opp_keys[i])
+                for i, a in enumerate(self.opponents)
+            }
+            actions = {learner: action, **opp_actions}
+            obs, env_state, rew, _, _, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_env, n), c.env_state, actions, env_params
+            )
+            done = info["episode_done"]
+            reward = jnp.asarray(rew[learner], jnp.float32)
+            ep_ret = c.episode_return + reward
+            fresh = self._draw(k_draw, probs, n)
+            index = {a: jnp.where(done, fresh[a], c.opponent_index[a]) for a in self.opponents}
+            new = RolloutCarry(
+                env_state=env_state,
+                obs=obs,
+                opponent_index=index,
+                episode_return=jnp.where(done, 0.0, ep_ret),
+            )
+            tr = Transition(
+                obs=obs_l,
+                action=action,
+                log_prob=log_prob,
+                value=value,
+                reward=reward,
+                done=done,
+                episode_return=jnp.where(done, ep_ret, 0.0),
+                opponent_index=c.opponent_index,
+                opponent_action=opp_actions,
+            )
+            return new, tr
+
+        return jax.lax.scan(step, carry, jax.random.split(key, self.config.num_steps))
+
+    # ------------------------------------------------------------------------------ learning
+    def _gae(self, reward, value, done, last_value):
+        cfg = self.config
+
+        def back(carry, x):
+            gae, next_value = carry
+            r, v, d = x
+            nonterminal = 1.0 - d.astype(jnp.float32)
+            delta = r + cfg.gamma * next_value * nonterminal - v
+            gae = delta + cfg.gamma * cfg.gae_lambda * nonterminal * gae
+            return (gae, v), gae
+
+        _, adv = jax.lax.scan(
+            back, (jnp.zeros_like(last_value), last_value), (reward, value, done), reverse=True
+        )
+        return adv, adv + value
+
+    def _loss(self, params, batch):
+        cfg = self.config
+        obs, action, old_logp, old_value, adv, target = batch
+        logits, value = self.apply(params, obs)
+        logp_all = jax.nn.log_softmax(logits)
+        logp = jnp.take_along_axis(logp_all, action[:, None], axis=-1)[:, 0]
+        log_ratio = logp - old_logp
+        ratio = jnp.exp(log_ratio)
+        pg1 = ratio * adv
+        pg2 = jnp.clip(ratio, 1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv
+        policy_loss = -jnp.minimum(pg1, pg2).mean()
+        if cfg.clip_value:
+            v_clip = old_value + jnp.clip(value - old_value, -cfg.clip_eps, cfg.clip_eps)
+            value_loss = 0.5 * jnp.maximum((value - target) ** 2, (v_clip - target) ** 2).mean()
+        else:
+            value_loss = 0.5 * ((value - target) ** 2).mean()
+        entropy = -(jnp.exp(logp_all) * logp_all).sum(-1).mean()
+        total = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        aux = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
+            "clip_frac": (jnp.abs(ratio - 1.0) > cfg.clip_eps).mean(),
+        }
+        return total, aux
+
+    def _gamma_risk(self, gamma_risk):
+        if self.config.objective == "risk_neutral":
+            if gamma_risk is not None:
+                raise ValueError(
+                    "gamma_risk was given but config.objective is 'risk_neutral'; "
+                    "use objective='mean_variance' (gamma_risk=0 gives the risk-neutral gradient)"
+                )
+            return None
+        if gamma_risk is None:
+            return jnp.asarray(self.config.gamma_risk, jnp.float32)
+        try:
+            if float(gamma_risk) < 0:
+                raise ValueError(f"gamma_risk must be >= 0, got {float(gamma_risk)}")
+        except (jax.errors.ConcretizationTypeError, TypeError):
+            pass  # traced: not checked
+        return jnp.asarray(gamma_risk, jnp.float32)
+
+    def update(
+        self,
+        state: PPOState,
+        carry: RolloutCarry,
+        env_params: EnvParams,
+        opponents,
+        opponent_probs,
+        gamma_risk=None,
+    ) -> tuple[PPOState, RolloutCarry, dict]:
+        """One PPO update: collect a batch, shape rewards, GAE, epochs of minibatch steps.
+
+        Returns ``(state, carry, metrics)`` with scalar metrics (see the class docstring).
+        """
+        cfg = self.config
+        g_risk = self._gamma_risk(gamma_risk)
+        key, k_roll, k_epochs = jax.random.split(state.key, 3)
+        carry, tr = self.collect(state.params, carry, env_params, opponents, opponent_probs, k_roll)
+
+        # episode statistics of this batch (unshaped returns)
+        done_f = tr.done.astype(jnp.float32)
+        n_ep = done_f.sum()
+        has_ep = n_ep > 0
+        denom = jnp.maximum(n_ep, 1.0)
+        ret_mean = (tr.episode_return * done_f).sum() / denom
+        ret_var = (done_f * (tr.episode_return - ret_mean) ** 2).sum() / denom
+        mu = jnp.where(
+            has_ep,
+            jnp.where(
+                state.mu_ready, (1 - cfg.mu_rate) * state.mu + cfg.mu_rate * ret_mean, ret_mean
+            ),
+            state.mu,
+        )
+        mu_ready = jnp.logical_or(state.mu_ready, has_ep)
+
+        if g_risk is None:
+            penalty = jnp.zeros_like(tr.reward)
+        else:
+            penalty = done_f * g_risk * (tr.episode_return - mu) ** 2
+        reward = tr.reward - penalty
+
+        _, last_value = self.apply(state.params, jnp.asarray(carry.obs[self.learner], jnp.float32))
+        adv, target = self._gae(reward, tr.value, tr.done, last_value)
+        if cfg.normalize_advantages:
+            # over the whole batch, not per minibatch: a rare large penalty (a catastrophe in the
+            # mean-variance objective) would otherwise be scaled away in the minibatches that
+            # happen not to contain it, which biases the gradient toward the risky action.
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        flat = lambda x: x.reshape((self.batch_size, *x.shape[2:]))
+        batch = tuple(flat(x) for x in (tr.obs, tr.action, tr.log_prob, tr.value, adv, target))
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+
+        def minibatch_step(carry_, mb):
+            params, opt_state = carry_
+            (total, aux), grads = grad_fn(params, mb)
+            grad_norm = optax.tree.norm(grads)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            aux = {**aux, "total_loss": total, "grad_norm": grad_norm}
+            return (params, opt_state), aux
+
+        def epoch(carry_, k):
+            perm = jax.random.permutation(k, self.batch_size)
+            mbs = jax.tree.map(
+                lambda x: jnp.take(x, perm, axis=0).reshape(
+                    (cfg.num_minibatches, self.minibatch_size, *x.shape[1:])
+                ),
+                batch,
+            )
+            return jax.lax.scan(minibatch_step, carry_, mbs)
+
+        (params, opt_state), aux = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(k_epochs, cfg.update_epochs)
+        )
+        finite = jnp.all(jnp.isfinite(aux["total_loss"])) & jnp.all(jnp.isfinite(aux["grad_norm"]))
+        metrics = {k: v.mean() for k, v in aux.items()}
+        metrics.update(
+            episode_return_mean=jnp.where(has_ep, ret_mean, jnp.nan),
+            episode_return_var=jnp.where(has_ep, ret_var, jnp.nan),
+            episodes=n_ep.astype(jnp.int32),
+            mu=mu,
+            penalty_mean=penalty.sum() / denom,
+            nan_loss=~finite,
+        )
+        new_state = PPOState(
+            params=params,
+            opt_state=opt_state,
+            mu=mu,
+            mu_ready=mu_ready,
+            key=key,
+            update=state.update + 1,
+        )
+        return new_state, carry, metrics
+
+    def train(
+        self,
+        state: PPOState,
+        env_params: EnvParams,
+        opponents,
+        opponent_probs,
+        gamma_risk=None,
+    ) -> tuple[PPOState, dict]:
+        """``config.total_updates`` updates from fresh env lanes: ``(state, metrics)``.
+
+        One ``lax.scan`` over updates; jit it (``jax.jit(trainer.train)``) and vmap it freely.
+        Every call starts new episodes (lanes are reset, opponents drawn from
+        ``opponent_probs``); params, optimiser state and mu carry over in ``state``.
+        """
+        self._gamma_risk(gamma_risk)  # validate before tracing the loop
+        key, k_lanes = jax.random.split(state.key)
+        carry = self.reset_lanes(k_lanes, env_params, opponents, opponent_probs)
+        state = state.replace(key=key)
+
+        def body(c, _):
+            s, lanes = c
+            s, lanes, m = self.update(s, lanes, env_params, opponents, opponent_probs, gamma_risk)
+            return (s, lanes), m
+
+        (state, _), metrics = jax.lax.scan(
+            body, (state, carry), None, length=self.config.total_updates
+        )
+        return state, metrics
+
+    def run(
+        self,
+        key: jax.Array,
+        env_params: EnvParams,
+        opponents,
+        opponent_probs,
+        gamma_risk=None,
+        init_params: PyTree | None = None,
+    ) -> tuple[PyTree, dict]:
+        """``init`` then ``train``: ``(trained params, metrics)``. Vmappable over ``key`` and
+        ``gamma_risk`` (and ``env_params`` / ``init_params`` leaves)."""
+        state = self.init(key, init_params)
+        state, metrics = self.train(state, env_params, opponents, opponent_probs, gamma_risk)
+        return state.params, metrics
+
+    # ------------------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        params: PyTree,
+        env_params: EnvParams,
+        opponents,
+        opponent_probs,
+        key: jax.Array,
+        num_episodes: int,
+        greedy: bool = False,
+        max_steps: int | None = None,
+    ) -> tuple[rollout.EpisodeStats, dict]:
+        """Whole episodes of the learner (``params``) against opponents drawn per episode.
+
+        Returns ``(stats, opponent_index)``: ``marl.rollout.EpisodeStats`` with leading axis
+        ``num_episodes`` (``stats.returns[learner]`` the learner's returns) and
+        ``{agent: (num_episodes,)}`` the member each opponent played. ``max_steps`` as in
+        ``rollout.run_episodes`` (needed when ``env_params`` is traced).
+        """
+        pops, probs = self._opponent_args(opponents, opponent_probs)
+        k_draw, k_run = jax.random.split(key)
+        index = self._draw(k_draw, probs, num_episodes)
+        policies = {self.learner: self.greedy_policy if greedy else self.policy}
+        policies.update(self.opponent_policy)
+
+        def one(idx, k):
+            pp = {self.learner: params}
+            pp.update({a: population_get(pops[a], idx[a]) for a in self.opponents})
+            stats = rollout.run_episodes(self.env, env_params, policies, pp, k, 1, max_steps)
+            return jax.tree.map(lambda x: x[0], stats)
+
+        stats = jax.vmap(one)(index, jax.random.split(k_run, num_episodes))
+        return stats, index
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Host-side: raise ``NaNLossError`` naming the first update whose loss was not finite.
+
+    Works on the metrics of ``train``/``run``, also when vmapped (extra leading axes).
+    """
+    flag = np.asarray(metrics["nan_loss"])
+    if flag.any():
+        where = np.argwhere(flag)[0]
+        raise NaNLossError(
+            f"PPO loss or gradient was NaN/inf at update index {tuple(int(i) for i in where)} "
+            f"(of metrics shape {flag.shape}); {int(flag.sum())} update(s) affected. Lower the "
+            "learning rate or gamma_risk, or check the env's rewards."
+        )
+
+
+__all__ = [
+    "OBJECTIVES",
+    "NaNLossError",
+    "PPO",
+    "PPOConfig",
+    "PPOState",
+    "RolloutCarry",
+    "Transition",
+    "check_metrics",
+]
