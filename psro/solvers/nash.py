@@ -17,12 +17,24 @@ Methods (the ``method`` hyperparameter):
   regret-matching+ (with alternation and linear averaging) and optimistic FTRL/MWU after measuring
   all three here: on random 200x200 games RM+ and optimistic FTRL reach NashConv ~1e-3 in 3000
   iterations, restarted PDHG reaches ~1e-6 (linear convergence, as the paper proves for LPs).
+* ``"lemke_howson"`` -- any two-player game: jittable Lemke-Howson pivoting (both tableaux,
+  minimum-ratio rule, a ``lax.while_loop`` bounded by ``max_pivots``) run from **every** initial
+  dropped label at once (``vmap``), keeping the lowest-NashConv profile. Exact (up to rounding) on
+  nondegenerate games; without lexicographic tie-breaking a degenerate game can defeat some or
+  all labels, so the result carries its NashConv.
 * ``"rae"`` -- any game (general-sum, n players): :func:`psro.solvers.rae.rae` with
   ``gamma = 0, eps = 0``, which is an approximate Nash equilibrium; the gap reported is NashConv.
   No dynamics is guaranteed to converge here (PPAD-hardness): always look at the returned gap.
 * ``"auto"`` (default) -- zero-sum two-player games go to ``"lp"`` when the payoffs are concrete
-  (exact) and to ``"pdhg"`` when they are traced (inside ``jit``/``vmap``); everything else goes
-  to ``"rae"``.
+  (exact) and to ``"pdhg"`` when they are traced (inside ``jit``/``vmap``); other two-player games
+  go to ``"lemke_howson"``, falling back to ``"rae"`` when its relative NashConv (payoffs rescaled
+  to unit range per player) exceeds ``lh_tol`` (on the host: a Python branch; traced: ``lax.cond``);
+  games of three or more players go to ``"rae"``.
+
+Why Lemke-Howson before the RAE dynamics for two-player general-sum games (the design note asks
+for "a jittable approximate method"): measured here on seeded 10x10 normal games, extragradient
+dynamics at gamma = 0 reaches NashConv < 1e-3 on about 80-85% of games in ~0.1-0.2 s, while
+all-labels Lemke-Howson finds an exact equilibrium of every one of them in about a millisecond.
 
 Zero-sum detection (``zero_sum=None``, the default) checks ``payoffs[0] + payoffs[1] == c`` for a
 constant ``c`` (constant-sum games are strategically zero-sum) within a small relative tolerance: on
@@ -44,7 +56,7 @@ from psro.solvers.result import SolverResult
 
 __all__ = ["nash", "zero_sum_lp", "zero_sum_pdhg", "is_constant_sum"]
 
-_METHODS = ("auto", "lp", "pdhg", "rae")
+_METHODS = ("auto", "lp", "pdhg", "lemke_howson", "rae")
 
 
 def nash(
@@ -60,6 +72,8 @@ def nash(
     check_every: int = 10,
     restart_beta: float = 0.5,
     restarts: int | None = None,
+    max_pivots: int | None = None,
+    lh_tol: float = 1e-5,
 ) -> SolverResult:
     """Nash equilibrium (exact for zero-sum two-player games, approximate otherwise).
 
@@ -69,7 +83,8 @@ def nash(
         mask: ``None`` or ``n`` boolean arrays ``(K_i,)``; masked strategies get exactly zero mass.
         init: ``None`` or ``n`` mixed strategies ``(K_i,)`` to warm-start from (``pdhg``, ``rae``).
         key: PRNG key, used by ``rae`` for its restarts.
-        method: ``"auto"`` (default), ``"lp"``, ``"pdhg"`` or ``"rae"`` -- see the module docs.
+        method: ``"auto"`` (default), ``"lp"``, ``"pdhg"``, ``"lemke_howson"`` or ``"rae"`` -- see
+            the module docs.
         zero_sum: ``None`` to detect, or ``True``/``False`` to declare (two players only).
         iterations: static iteration count of the jittable method (``pdhg``: default 3000;
             ``rae``: its own default).
@@ -77,6 +92,9 @@ def nash(
         restart_beta: ``pdhg`` -- restart when the candidate's NashConv is at most this fraction of
             the NashConv at the last restart (traceable).
         restarts: ``rae`` -- number of restarts (its own default when ``None``).
+        max_pivots: ``lemke_howson`` -- static bound on pivots per label (default ``4 (m+n) + 16``).
+        lh_tol: ``auto`` -- largest relative NashConv of the Lemke-Howson profile accepted before
+            falling back to ``rae``.
 
     Returns:
         :class:`SolverResult` with ``gap`` = NashConv (in the game's units, masked game) and ``info``
@@ -132,15 +150,27 @@ def nash(
             payoffs, masks, init, restart_beta, iterations=iters, check_every=int(check_every)
         )
 
-    def gs_result() -> SolverResult:
+    def rae_result() -> SolverResult:
         return _rae_result(payoffs, masks, init, key, rae_items=rae_items)
+
+    def lh_result() -> tuple[SolverResult, jax.Array]:
+        return _lh_result(payoffs, masks, max_pivots=max_pivots)
+
+    def gs_result() -> SolverResult:
+        # Two players: Lemke-Howson from every label; the RAE machinery only if none certifies.
+        res, rel_gap = lh_result()
+        if not traced:
+            return res if float(rel_gap) <= lh_tol else rae_result()
+        return jax.lax.cond(rel_gap <= lh_tol, lambda: res, rae_result)
 
     if method == "lp":
         return zs_result("lp")
     if method == "pdhg":
         return zs_result("pdhg")
+    if method == "lemke_howson":
+        return lh_result()[0]
     if method == "rae" or not two:
-        return gs_result()
+        return rae_result()
     # method == "auto", two players
     if zero_sum is None and not traced:
         zero_sum = bool(is_constant_sum(payoffs, masks))
@@ -173,6 +203,38 @@ def _rae_result(payoffs, masks, init, key, *, rae_items):
 
     res = rae(payoffs, None, mask=masks, init=init, key=key, gamma=0.0, eps=0.0, **dict(rae_items))
     return _finish(payoffs, tuple(res.strategies), masks, jnp.asarray(False))
+
+
+@functools.partial(jax.jit, static_argnames=("max_pivots",))
+def _lh_result(payoffs, masks, *, max_pivots):
+    """Lemke-Howson from every label (vmapped); the lowest-NashConv profile and its relative gap."""
+    m1, m2 = masks
+    k1, k2 = m1.shape[0], m2.shape[0]
+    live = m1[:, None] & m2[None, :]
+
+    def unit(g):
+        lo = jnp.min(jnp.where(live, g, jnp.inf))
+        hi = jnp.max(jnp.where(live, g, -jnp.inf))
+        rng = hi - lo
+        return jnp.where(live, (g - lo) / jnp.where(rng > 0, rng, 1.0), 0.0), rng
+
+    a, _ = unit(payoffs[0])
+    b, _ = unit(payoffs[1])
+    # Masked strategies become strictly dominated (payoffs below every live one, slightly
+    # different from each other to avoid ties), so no equilibrium of the padded game uses them.
+    ii = jnp.arange(k1, dtype=a.dtype)[:, None]
+    jj = jnp.arange(k2, dtype=a.dtype)[None, :]
+    wiggle = 0.25 * jnp.abs(jnp.sin(1.0 + 12.9898 * ii + 78.233 * jj))
+    a = jnp.where(m1[:, None], a, -1.0 - wiggle)
+    b = jnp.where(m2[None, :], b, -1.0 - wiggle)
+    labels = jnp.arange(k1 + k2)
+    xs, ys, _ = jax.vmap(lambda lab: lemke_howson(a, b, lab, max_pivots=max_pivots))(labels)
+    norm_game = jnp.stack([a, b])
+    gaps = jax.vmap(lambda x, y: nash_conv(norm_game, (x, y), masks))(xs, ys)
+    gaps = jnp.where(jnp.isfinite(gaps), gaps, jnp.inf)
+    best = jnp.argmin(gaps)
+    res = _finish(payoffs, (xs[best], ys[best]), masks, jnp.asarray(False))
+    return res, gaps[best]
 
 
 def _finish(payoffs, sigma, masks, zero_sum) -> SolverResult:
@@ -432,3 +494,118 @@ def zero_sum_pdhg(
     carry = (x0, y0, zx, zy, jnp.asarray(0, jnp.int32), g0, x0, y0, g0)
     carry, _ = jax.lax.scan(block, carry, None, length=n_blocks)
     return carry[6], carry[7]
+
+
+# --------------------------------------------------------------------------- Lemke-Howson (jit)
+
+
+def _lh_pivot(tab, basis, col):
+    """One normalised pivot on column ``col``; returns ``(tab, basis, leaving_label, ok)``."""
+    column = tab[:, col]
+    tol = 64 * jnp.finfo(tab.dtype).eps
+    ratios = jnp.where(column > tol, tab[:, -1] / jnp.where(column > tol, column, 1.0), jnp.inf)
+    r = jnp.argmin(ratios)
+    ok = jnp.isfinite(ratios[r])
+    leaving = basis[r]
+    prow = tab[r] / jnp.where(ok, tab[r, col], 1.0)
+    new = tab - column[:, None] * prow[None, :]
+    new = new.at[r].set(prow)
+    return (
+        jnp.where(ok, new, tab),
+        jnp.where(ok, basis.at[r].set(col), basis),
+        leaving,
+        ok,
+    )
+
+
+def lemke_howson(
+    a: jax.Array,
+    b: jax.Array,
+    label: jax.Array | int = 0,
+    *,
+    max_pivots: int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Jittable Lemke-Howson for the bimatrix game ``(a, b)`` from one dropped ``label``.
+
+    Labels ``0..m-1`` are the row player's strategies, ``m..m+n-1`` the column player's. The two
+    tableaux (``[b^T | I | 1]`` and ``[I | a | 1]``, payoffs shifted to be >= 1) are pivoted
+    alternately with the minimum-ratio rule inside a ``lax.while_loop`` bounded by ``max_pivots``
+    (default ``4 * (m + n) + 16``). There is no lexicographic tie-breaking, so degenerate games
+    can stall: check the NashConv of the result (``nash`` runs every label and keeps the best).
+
+    Args:
+        a, b: ``(m, n)`` payoffs of the row and column player.
+        label: the initially dropped label (traceable; vmap over it to try all of them).
+        max_pivots: static bound on the number of pivots.
+
+    Returns:
+        ``(x, y, ok)``: mixed strategies and whether the path closed within the pivot budget.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> a = jnp.array([[3., 0.], [0., 2.]]); b = jnp.array([[2., 0.], [0., 3.]])
+        >>> x, y, ok = lemke_howson(a, b, 0)
+        >>> [round(float(v), 3) for v in x], [round(float(v), 3) for v in y], bool(ok)
+        ([1.0, 0.0], [1.0, 0.0], True)
+    """
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    dt = a.dtype if jnp.issubdtype(a.dtype, jnp.floating) else jnp.result_type(float)
+    a, b = a.astype(dt), b.astype(dt)
+    m, n = a.shape
+    steps = 4 * (m + n) + 16 if max_pivots is None else int(max_pivots)
+
+    def shift(g):
+        lo, hi = jnp.min(g), jnp.max(g)
+        rng = hi - lo
+        return (g - lo) / jnp.where(rng > 0, rng, 1.0) + 1.0
+
+    a, b = shift(a), shift(b)
+    row_tab = jnp.concatenate([b.T, jnp.eye(n, dtype=dt), jnp.ones((n, 1), dt)], axis=1)
+    row_basis = jnp.arange(m, m + n, dtype=jnp.int32)
+    col_tab = jnp.concatenate([jnp.eye(m, dtype=dt), a, jnp.ones((m, 1), dt)], axis=1)
+    col_basis = jnp.arange(m, dtype=jnp.int32)
+    label = jnp.asarray(label, jnp.int32)
+
+    def cond(state):
+        *_, done, ok, k = state
+        return (~done) & ok & (k < steps)
+
+    def body(state):
+        rt, rb, ct, cb, entering, on_row_tab, done, ok, k = state
+
+        def on_row(_):
+            rt2, rb2, leaving, ok2 = _lh_pivot(rt, rb, entering)
+            return rt2, rb2, ct, cb, leaving, ok2
+
+        def on_col(_):
+            ct2, cb2, leaving, ok2 = _lh_pivot(ct, cb, entering)
+            return rt, rb, ct2, cb2, leaving, ok2
+
+        rt, rb, ct, cb, leaving, ok2 = jax.lax.cond(on_row_tab, on_row, on_col, None)
+        return rt, rb, ct, cb, leaving, ~on_row_tab, leaving == label, ok2, k + 1
+
+    # The tableaux alternate: the label that leaves one tableau enters the other (a column's index
+    # is its label in both). The dropped label enters where it is non-basic: an x variable of the
+    # row tableau when label < m, a y variable of the column tableau otherwise.
+    state = (
+        row_tab,
+        row_basis,
+        col_tab,
+        col_basis,
+        label,
+        label < m,
+        jnp.asarray(False),
+        jnp.asarray(True),
+        jnp.asarray(0, jnp.int32),
+    )
+    rt, rb, ct, cb, _, _, done, ok, _ = jax.lax.while_loop(cond, body, state)
+
+    x = jnp.zeros((m,), dt).at[jnp.where(rb < m, rb, m)].add(rt[:, -1], mode="drop")
+    y = jnp.zeros((n,), dt).at[jnp.where(cb >= m, cb - m, n)].add(ct[:, -1], mode="drop")
+    x, y = jnp.maximum(x, 0.0), jnp.maximum(y, 0.0)
+    sx, sy = jnp.sum(x), jnp.sum(y)
+    good = done & ok & (sx > 0) & (sy > 0)
+    x = jnp.where(sx > 0, x / jnp.where(sx > 0, sx, 1.0), 1.0 / m)
+    y = jnp.where(sy > 0, y / jnp.where(sy > 0, sy, 1.0), 1.0 / n)
+    return x, y, good

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from psro import solvers
-from psro.solvers.nash import is_constant_sum, nash, project_simplex, zero_sum_lp, zero_sum_pdhg
+from psro.solvers.nash import (
+    is_constant_sum,
+    lemke_howson,
+    nash,
+    project_simplex,
+    zero_sum_lp,
+    zero_sum_pdhg,
+)
 
 RPS = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
 MP = np.array([[1.0, -1.0], [-1.0, 1.0]])
@@ -253,9 +260,10 @@ def test_degenerate_zero_sum_games_are_finite(method, case):
 # ----------------------------------------------------------------------------- general-sum
 
 
-def test_general_sum_and_three_player_games_reach_small_nash_conv():
+def test_rae_fallback_and_three_player_games_reach_small_nash_conv():
     pd = np.array([[3.0, 0.0], [5.0, 1.0]])
-    res = solvers.solve_result("nash", np.stack([pd, pd.T]), restarts=2)
+    # lh_tol < 0 rejects the Lemke-Howson profile: this exercises the fallback to the RAE dynamics
+    res = solvers.solve_result("nash", np.stack([pd, pd.T]), restarts=2, lh_tol=-1.0)
     assert not bool(res.info["zero_sum"])
     np.testing.assert_allclose(np.asarray(res.strategies[0]), [0.0, 1.0], atol=1e-4)
     assert float(res.gap) < 1e-4
@@ -268,6 +276,35 @@ def test_general_sum_and_three_player_games_reach_small_nash_conv():
     res = solvers.solve_result("nash", p, restarts=2, iterations=500)
     assert float(res.gap) < 1e-4
     assert [int(np.argmax(np.asarray(s))) for s in res.strategies] == [2, 1, 0]
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_lemke_howson_matches_nashpy(x64, k):
+    nashpy = pytest.importorskip("nashpy")
+    p = np.random.default_rng(10 + k).normal(size=(2, k, k))
+    run = jax.jit(jax.vmap(lemke_howson, in_axes=(None, None, 0)))
+    xs, ys, ok = run(jnp.asarray(p[0]), jnp.asarray(p[1]), jnp.arange(2 * k))
+    assert bool(np.all(np.asarray(ok)))
+    for label in range(2 * k):
+        x_np, y_np = nashpy.Game(p[0], p[1]).lemke_howson(label)
+        np.testing.assert_allclose(np.asarray(xs[label]), x_np, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(ys[label]), y_np, atol=1e-8)
+
+
+def test_general_sum_default_is_exact_on_random_games_with_masks():
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        p = rng.normal(size=(2, 8, 7)).astype(np.float32)
+        m0 = np.ones(8, bool)
+        m0[[1, 4]] = False
+        m1 = np.ones(7, bool)
+        m1[[0, 5]] = False
+        p[0][~m0] = 10.0  # masked rows would be played if they were live
+        res = solvers.solve_result("nash", p, mask=(m0, m1))
+        assert not bool(res.info["zero_sum"])
+        assert np.all(np.asarray(res.strategies[0])[~m0] == 0.0)
+        assert np.all(np.asarray(res.strategies[1])[~m1] == 0.0)
+        assert float(res.gap) < 1e-5
 
 
 # ----------------------------------------------------------------------------- helpers
