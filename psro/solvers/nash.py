@@ -51,7 +51,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from psro.solvers.nash_conv import expected_payoffs, live_masks, nash_conv, uniform_strategies
+from psro.solvers.nash_conv import (
+    expected_payoffs,
+    live_masks,
+    nash_conv,
+    pad_strategies,
+    uniform_strategies,
+)
 from psro.solvers.result import SolverResult
 
 __all__ = ["nash", "zero_sum_lp", "zero_sum_pdhg", "is_constant_sum"]
@@ -138,7 +144,7 @@ def nash(
     if restarts is not None:
         rae_kwargs["restarts"] = int(restarts)
     rae_items = tuple(sorted(rae_kwargs.items()))
-    init = None if init is None else tuple(jnp.asarray(s) for s in init)
+    init = None if init is None else pad_strategies(init, payoffs.shape[1:])
 
     def zs_result(method_zs: str) -> SolverResult:
         if method_zs == "lp":

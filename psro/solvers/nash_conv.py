@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "deviation_payoffs",
+    "pad_strategies",
     "expected_payoffs",
     "live_masks",
     "nash_conv",
@@ -100,6 +101,23 @@ def uniform_strategies(payoffs: jax.Array, mask: Sequence[jax.Array] | None = No
     for m in live_masks(payoffs, mask):
         mf = m.astype(dtype)
         out.append(mf / jnp.maximum(jnp.sum(mf), 1.0))
+    return tuple(out)
+
+
+def pad_strategies(init: Sequence[jax.Array], shape: Sequence[int]) -> tuple[jax.Array, ...]:
+    """Zero-pad warm-start strategies to lengths ``shape`` (new PSRO members start at zero mass).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> [s.tolist() for s in pad_strategies((jnp.array([1.0]), jnp.array([.5, .5])), (2, 2))]
+        [[1.0, 0.0], [0.5, 0.5]]
+    """
+    out = []
+    for s, k in zip(init, shape, strict=True):
+        s = jnp.asarray(s)
+        if s.shape[0] < k:
+            s = jnp.concatenate([s, jnp.zeros((k - s.shape[0],), s.dtype)])
+        out.append(s)
     return tuple(out)
 
 

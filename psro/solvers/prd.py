@@ -26,7 +26,13 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from psro.solvers.nash_conv import deviation_payoffs, live_masks, nash_conv, uniform_strategies
+from psro.solvers.nash_conv import (
+    deviation_payoffs,
+    live_masks,
+    nash_conv,
+    pad_strategies,
+    uniform_strategies,
+)
 from psro.solvers.result import SolverResult
 
 __all__ = ["prd"]
@@ -80,7 +86,7 @@ def prd(
         raise ValueError(f"prd: iterations must be >= 1, got {iterations}")
     n_avg = iterations if average_last is None else max(1, min(int(average_last), iterations))
     masks = live_masks(payoffs, mask)
-    init = None if init is None else tuple(jnp.asarray(s) for s in init)
+    init = None if init is None else pad_strategies(init, payoffs.shape[1:])
     return _prd(
         payoffs,
         masks,

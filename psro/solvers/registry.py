@@ -230,8 +230,6 @@ def validate_inputs(payoffs, variances=None, mask=None, init=None) -> None:
         if len(init) != n:
             raise ValueError(f"init must be a tuple of {n} mixed strategies, got {len(init)}")
         for i, s in enumerate(init):
-            if s is None:
-                continue
             if np.ndim(s) != 1 or np.shape(s)[0] > ks[i]:
                 raise ValueError(
                     f"init[{i}] must be a vector of length <= {ks[i]}, got shape {np.shape(s)}"
