@@ -78,8 +78,14 @@ from envs.core import EnvParams, EnvState, MultiAgentEnv
 
 UP, DOWN, LEFT, RIGHT, STAY = 0, 1, 2, 3, 4
 ACTION_NAMES = ("up", "down", "left", "right", "stay")
-# (d_row, d_col) per action
-_DELTAS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]], dtype=np.int32)
+
+
+def _delta(action: jax.Array) -> jax.Array:
+    """``(d_row, d_col)`` of actions ``(...)`` -> ``(..., 2)`` int32 (anything else: stay)."""
+    d_row = (action == DOWN).astype(jnp.int32) - (action == UP).astype(jnp.int32)
+    d_col = (action == RIGHT).astype(jnp.int32) - (action == LEFT).astype(jnp.int32)
+    return jnp.stack([d_row, d_col], axis=-1)
+
 
 # render colours (RGB)
 _BACKGROUND = (236, 236, 228)
@@ -174,10 +180,10 @@ class TrustDilemma(MultiAgentEnv):
         agent_pos = jnp.array([[0, 0], [0, self.width - 1]], jnp.int32)
         stag_pos = jnp.asarray(self._centre)
         u = jax.random.uniform(key, (self.num_plants,))
-        plant_pos = jnp.zeros((self.num_plants, 2), jnp.int32)
+        taken = [self._flat(p) for p in (agent_pos[0], agent_pos[1], stag_pos)]
         for k in range(self.num_plants):
-            cell = self._sample_free(u[k], self._taken(agent_pos, stag_pos[None], plant_pos[:k]))
-            plant_pos = plant_pos.at[k].set(cell)
+            taken.append(self._sample_free(u[k], taken))
+        plant_pos = self._unflat(jnp.stack(taken[3:]))
         state = TrustDilemmaState(
             time=jnp.int32(0), agent_pos=agent_pos, stag_pos=stag_pos, plant_pos=plant_pos
         )
@@ -186,13 +192,13 @@ class TrustDilemma(MultiAgentEnv):
     def step_env(self, key, state, actions, params):
         # one draw for all the step's randomness (cheap under vmap):
         # [tie coin, stag moves?, stag random direction, stag respawn, plant respawns...]
+        # (arithmetic instead of gathers and scatters throughout: much faster under vmap on CPU)
         u = jax.random.uniform(key, (4 + self.num_plants,))
-        deltas = jnp.asarray(_DELTAS)
         hi = jnp.asarray(self._hi)
 
         # 1. agents move
         acts = jnp.stack([jnp.asarray(actions[a], jnp.int32) for a in self.agents])
-        agents = jnp.clip(state.agent_pos + deltas[acts], 0, hi)
+        agents = jnp.clip(state.agent_pos + _delta(acts), 0, hi)
 
         # 2. the stag moves
         seen = jnp.where(params.stag_moves_first, state.agent_pos, agents)
@@ -206,7 +212,7 @@ class TrustDilemma(MultiAgentEnv):
             jnp.stack([jnp.sign(gap[0]), 0]),
             jnp.stack([0, jnp.sign(gap[1])]),
         ).astype(jnp.int32)  # zero when the stag is on its target
-        wander = deltas[jnp.minimum((u[2] * 5).astype(jnp.int32), 4)]
+        wander = _delta((u[2] * 5).astype(jnp.int32))  # 5 (u == 1 - eps rounding): stay
         move = jnp.where(params.stag_follows, chase, wander)
         move = jnp.where(u[1] < params.stag_move_prob, move, 0)
         stag = jnp.clip(state.stag_pos + move, 0, hi)
@@ -229,13 +235,16 @@ class TrustDilemma(MultiAgentEnv):
         respawn = jnp.logical_or(
             caught[0], jnp.logical_and(jnp.any(mauled), params.stag_respawn_after_maul)
         )
-        free_cell = self._sample_free(u[3], self._taken(agents, state.plant_pos))
+        agent_cells = [self._flat(agents[0]), self._flat(agents[1])]
+        plant_cells = [self._flat(state.plant_pos[k]) for k in range(self.num_plants)]
+        free_cell = self._unflat(self._sample_free(u[3], agent_cells + plant_cells))
         new_cell = jnp.where(params.stag_respawn_random, free_cell, jnp.asarray(self._centre))
         stag = jnp.where(respawn, new_cell, stag)
-        plants = state.plant_pos
+        stag_cell = self._flat(stag)
         for k in range(self.num_plants):
-            cell = self._sample_free(u[4 + k], self._taken(agents, stag[None], plants))
-            plants = plants.at[k].set(jnp.where(eaten[k], cell, plants[k]))
+            cell = self._sample_free(u[4 + k], [*agent_cells, stag_cell, *plant_cells])
+            plant_cells[k] = jnp.where(eaten[k], cell, plant_cells[k])
+        plants = self._unflat(jnp.stack(plant_cells))
 
         state = state.replace(agent_pos=agents, stag_pos=stag, plant_pos=plants)
         rewards = {a: reward[i] for i, a in enumerate(self.agents)}
@@ -248,22 +257,39 @@ class TrustDilemma(MultiAgentEnv):
         return self._observe(state), state, rewards, terminated, info
 
     # --------------------------------------------------------------------- helpers
-    def _taken(self, *positions: jax.Array) -> jax.Array:
-        """Flat cell indices ``(M,)`` of the given ``(m, 2)`` position arrays, concatenated."""
-        pos = jnp.concatenate(positions, axis=0)
-        return pos[:, 0] * self.width + pos[:, 1]
+    def _flat(self, pos: jax.Array) -> jax.Array:
+        """``(..., 2)`` ``(row, col)`` -> ``(...)`` flat cell index ``row * W + col``."""
+        return pos[..., 0] * self.width + pos[..., 1]
 
-    def _sample_free(self, u: jax.Array, taken: jax.Array) -> jax.Array:
-        """A uniformly random cell ``(2,)`` not in ``taken``, from one uniform ``u`` in [0, 1).
+    def _unflat(self, idx: jax.Array) -> jax.Array:
+        """Flat cell index ``(...)`` -> ``(..., 2)`` ``(row, col)`` int32."""
+        return jnp.stack([idx // self.width, idx % self.width], axis=-1).astype(jnp.int32)
 
-        Fixed shapes: the free cells are ranked by a cumulative sum and the ``floor(u * n)``-th
-        is picked (one random number instead of a categorical over every cell).
+    def _sample_free(self, u: jax.Array, taken: list[jax.Array]) -> jax.Array:
+        """A uniformly random free flat cell index (not in ``taken``) from one uniform ``u``.
+
+        ``taken``: scalar flat indices, repeats allowed. With ``d`` distinct taken cells, the
+        ``k = floor(u * (H W - d))``-th free cell ``x`` solves ``x = k + #{taken <= x}``; iterating
+        that map from ``x = k`` reaches it in at most ``len(taken)`` steps. A few scalar compares
+        per taken cell, fixed shapes, no sort, cumsum or argmax over the grid.
         """
-        free = ~jnp.any(jnp.arange(self.num_cells)[:, None] == taken[None, :], axis=1)
-        n_free = jnp.sum(free, dtype=jnp.int32)
-        rank = jnp.minimum((u * n_free).astype(jnp.int32), n_free - 1)
-        idx = jnp.argmax(jnp.cumsum(free, dtype=jnp.int32) > rank)
-        return jnp.stack([idx // self.width, idx % self.width]).astype(jnp.int32)
+        m = len(taken)
+        # count each distinct taken cell once
+        first = [
+            jnp.logical_not(jnp.any(jnp.stack([taken[i] == taken[j] for i in range(j)])))
+            if j
+            else jnp.bool_(True)
+            for j in range(m)
+        ]
+        n_free = self.num_cells - sum(f.astype(jnp.int32) for f in first)
+        x = jnp.minimum((u * n_free).astype(jnp.int32), n_free - 1)
+        k = x
+        for _ in range(m):
+            x = k + sum(
+                jnp.logical_and(f, t <= x).astype(jnp.int32)
+                for f, t in zip(first, taken, strict=True)
+            )
+        return x
 
     def _observe(self, state: TrustDilemmaState) -> dict[str, jax.Array]:
         if self.image_obs:

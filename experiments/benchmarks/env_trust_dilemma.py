@@ -1,0 +1,235 @@
+"""Benchmark part ``env_trust_dilemma``: the JAX stag hunt, vmapped and scanned, vs a PettingZoo loop.
+
+Project side: ``envs.make("trust_dilemma")`` stepped (with auto-reset) for ``B`` envs at once under
+``jax.vmap``, ``T`` steps inside one jitted ``jax.lax.scan``, uniformly random actions drawn inside
+the program; env-steps/s = ``B * T / time``, the median over repeats (``block_until_ready``), at
+each batch size ``B`` tried and at the best one. Compile time is reported on its own row.
+
+Anchor (same run, same machine): the same game through ``envs.to_pettingzoo("trust_dilemma")``,
+stepped one step per Python call with random numpy actions and ``reset`` at the episode end --
+what a PettingZoo user gets. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.md``).
+
+    python -m experiments.benchmarks.env_trust_dilemma [--quick]
+
+``run(quick)`` returns the rows (dicts with ``part``, ``case``, ``value``, ``unit``, ``anchor``,
+``anchor_value``, ``ratio`` and the machine); ``experiments.bench`` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+
+PART = "env_trust_dilemma"
+ANCHOR = "envs.to_pettingzoo('trust_dilemma'), Python loop, random actions"
+
+
+def machine() -> str:
+    """CPU model, core count, JAX device and the load average (the machines here are shared)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} {dev.platform}:{dev.device_kind}; load {load}"
+
+
+def _scan_program(env, params, num_envs: int, num_steps: int):
+    """A jitted ``key -> checksum`` that steps ``num_envs`` envs ``num_steps`` times."""
+    agents = env.agents
+    n_actions = [int(env.action_space(a).n) for a in agents]
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def program(key):
+        key, k_reset = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_reset, num_envs), params
+        )
+        total = jnp.zeros((), jnp.float32)
+
+        def body(carry, _):
+            state, obs, key, total = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            k_acts = jax.random.split(k_act, len(agents))
+            actions = {
+                a: jax.random.randint(k_acts[i], (num_envs,), 0, n_actions[i])
+                for i, a in enumerate(agents)
+            }
+            obs, state, rew, _, _, _ = vstep(
+                jax.random.split(k_env, num_envs), state, actions, params
+            )
+            total = total + sum(jnp.sum(rew[a]) for a in agents)
+            return (state, obs, key, total), None
+
+        (state, obs, _, total), _ = jax.lax.scan(
+            body, (state, obs, key, total), None, length=num_steps
+        )
+        # the observations and the state feed the result, so nothing is optimised away
+        return total + sum(jnp.sum(obs[a]) for a in agents) + jnp.sum(state.stag_pos)
+
+    return jax.jit(program)
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+class _JaxSide:
+    """The scanned program at one batch size, compiled (compile time kept) and warmed up."""
+
+    def __init__(self, env, params, num_envs: int, total_steps: int):
+        self.num_envs = num_envs
+        self.num_steps = max(total_steps // num_envs, 8)
+        fn = _scan_program(env, params, num_envs, self.num_steps)
+        key = jax.random.key(0)
+        t0 = time.perf_counter()
+        self.compiled = fn.lower(key).compile()
+        self.compile_s = time.perf_counter() - t0
+        jax.block_until_ready(self.compiled(key))  # warm-up run
+        self.calls = 0
+
+    def time_once(self) -> float:
+        """Seconds for one call (``num_envs * num_steps`` env-steps), fresh key each call."""
+        self.calls += 1
+        return _timed(self.compiled, jax.random.key(self.calls))
+
+    def rate(self, seconds: float) -> float:
+        return self.num_envs * self.num_steps / seconds
+
+
+class _PettingZooSide:
+    """``envs.to_pettingzoo("trust_dilemma")`` in a plain Python loop, random numpy actions."""
+
+    def __init__(self, steps: int, seed: int = 0):
+        self.steps = steps
+        self.pz = envs.to_pettingzoo("trust_dilemma")
+        self.rng = np.random.default_rng(seed)
+        self.sizes = {a: int(self.pz.action_space(a).n) for a in self.pz.possible_agents}
+        self.pz.reset(seed=seed)
+        self._loop(60)  # compile the jitted reset/step, cross an episode boundary
+
+    def _loop(self, n: int) -> None:
+        pz, rng, sizes = self.pz, self.rng, self.sizes
+        for _ in range(n):
+            if not pz.agents:
+                pz.reset()
+            pz.step({a: int(rng.integers(sizes[a])) for a in pz.agents})
+
+    def time_once(self) -> float:
+        t0 = time.perf_counter()
+        self._loop(self.steps)
+        return time.perf_counter() - t0
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Measure both sides in this process; return the rows (see the module docstring).
+
+    First every batch size is timed (median of ``repeats`` calls) to find the best; then the best
+    batch and the PettingZoo loop are timed in alternation, ``repeats`` rounds, so that a change
+    in the machine's load hits both sides of the ratio alike.
+    """
+    env, params = envs.make("trust_dilemma")
+    on_cpu = jax.devices()[0].platform == "cpu"
+    if quick:
+        batches, total, repeats, pz_steps = (256, 4096), 1 << 18, 3, 500
+    else:
+        batches, total, repeats, pz_steps = (64, 256, 1024, 4096, 16384), 1 << 21, 5, 2000
+        if not on_cpu:
+            batches, total = (*batches, 65536, 262144), 1 << 24
+    mach = machine()
+    anchor = _PettingZooSide(pz_steps)
+    sides, sweep = [], []
+    for b in batches:
+        side = _JaxSide(env, params, b, total)
+        sides.append(side)
+        sweep.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
+    best = sides[int(np.argmax(sweep))]
+    t_jax, t_pz = [], []
+    for _ in range(repeats):
+        t_pz.append(anchor.time_once())
+        t_jax.append(best.time_once())
+    a_val = pz_steps / statistics.median(t_pz)
+    best_val = best.rate(statistics.median(t_jax))
+
+    def row(case, value, unit, anchor_value=None, **extra):
+        return {
+            "part": PART,
+            "case": case,
+            "value": value,
+            "unit": unit,
+            "anchor": ANCHOR if anchor_value else None,
+            "anchor_value": anchor_value,
+            "ratio": value / anchor_value if anchor_value else None,
+            "machine": mach,
+            **extra,
+        }
+
+    shape = {"num_envs": best.num_envs, "num_steps": best.num_steps, "repeats": repeats}
+    rows = [
+        row(
+            f"jax vmap+scan, best batch (B={best.num_envs})",
+            best_val,
+            "env-steps/s",
+            a_val,
+            **shape,
+        ),
+        row(f"jax compile (B={best.num_envs}, T={best.num_steps})", best.compile_s, "s", **shape),
+        row("pettingzoo loop (anchor)", a_val, "steps/s", steps=pz_steps, repeats=repeats),
+    ]
+    for side, rate in zip(sides, sweep, strict=True):
+        rows.append(
+            row(
+                f"jax vmap+scan, B={side.num_envs} (sweep)",
+                rate,
+                "env-steps/s",
+                a_val,
+                num_envs=side.num_envs,
+                num_steps=side.num_steps,
+                compile_s=side.compile_s,
+                repeats=repeats,
+            )
+        )
+    return rows
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+    return str(x)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
+    args = parser.parse_args(argv)
+    rows = run(quick=args.quick)
+    print(f"{PART} -- {rows[0]['machine']}")
+    print(f"{'case':<44} {'value':>14} {'unit':<12} {'anchor':>10} {'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['case']:<44} {_fmt(r['value']):>14} {r['unit']:<12} "
+            f"{_fmt(r['anchor_value']):>10} {_fmt(r['ratio']) + ('x' if r['ratio'] else ''):>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()
