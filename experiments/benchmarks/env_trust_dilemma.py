@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -30,23 +29,15 @@ import numpy as np
 import envs
 
 PART = "env_trust_dilemma"
-ANCHOR = "envs.to_pettingzoo('trust_dilemma'), Python loop, random actions"
+ANCHOR = "PettingZoo loop (envs.to_pettingzoo)"
 
 
 def machine() -> str:
-    """CPU model, core count, JAX device and the load average (the machines here are shared)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    dev = jax.devices()[0]
+    """The shared machine line (CPU model, cores, JAX devices) plus the load average."""
+    from experiments.benchmarks.machine import describe, format_machine
+
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} {dev.platform}:{dev.device_kind}; load {load}"
+    return f"{format_machine(describe())} | load {load}"
 
 
 def _scan_program(env, params, num_envs: int, num_steps: int):
@@ -188,10 +179,11 @@ def run(quick: bool = False) -> list[dict]:
             best_val,
             "env-steps/s",
             a_val,
+            note=f"timed in alternation with the anchor, {repeats} rounds, medians",
             **shape,
         ),
         row(f"jax compile (B={best.num_envs}, T={best.num_steps})", best.compile_s, "s", **shape),
-        row("pettingzoo loop (anchor)", a_val, "steps/s", steps=pz_steps, repeats=repeats),
+        row("pettingzoo loop (anchor)", a_val, "env-steps/s", steps=pz_steps, repeats=repeats),
     ]
     for side, rate in zip(sides, sweep, strict=True):
         rows.append(
