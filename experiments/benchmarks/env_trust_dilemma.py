@@ -139,11 +139,11 @@ def run(quick: bool = False) -> list[dict]:
     env, params = envs.make("trust_dilemma")
     on_cpu = jax.devices()[0].platform == "cpu"
     if quick:
-        batches, total, repeats, pz_steps = (256, 4096), 1 << 18, 3, 500
+        batches, total, repeats, pz_steps = (1024, 16384), 1 << 19, 3, 500
     else:
-        batches, total, repeats, pz_steps = (64, 256, 1024, 4096, 16384), 1 << 21, 5, 2000
-        if not on_cpu:
-            batches, total = (*batches, 65536, 262144), 1 << 24
+        batches, total, repeats, pz_steps = (64, 256, 1024, 4096, 16384, 65536), 1 << 21, 5, 2000
+        if not on_cpu:  # an accelerator wants bigger batches
+            batches, total = (*batches, 262144, 1048576), 1 << 24
     mach = machine()
     anchor = _PettingZooSide(pz_steps)
     sides, sweep = [], []
