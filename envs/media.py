@@ -117,6 +117,9 @@ def save_frames(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: floa
                 duration=max(int(round(1000.0 / fps)), 10),
                 loop=0,
             )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -212,7 +212,7 @@ class TrustDilemma(MultiAgentEnv):
             jnp.stack([jnp.sign(gap[0]), 0]),
             jnp.stack([0, jnp.sign(gap[1])]),
         ).astype(jnp.int32)  # zero when the stag is on its target
-        wander = _delta((u[2] * 5).astype(jnp.int32))  # 5 (u == 1 - eps rounding): stay
+        wander = _delta((u[2] * 5).astype(jnp.int32))  # one of the five actions, uniformly
         move = jnp.where(params.stag_follows, chase, wander)
         move = jnp.where(u[1] < params.stag_move_prob, move, 0)
         stag = jnp.clip(state.stag_pos + move, 0, hi)
@@ -269,9 +269,11 @@ class TrustDilemma(MultiAgentEnv):
         """A uniformly random free flat cell index (not in ``taken``) from one uniform ``u``.
 
         ``taken``: scalar flat indices, repeats allowed. With ``d`` distinct taken cells, the
-        ``k = floor(u * (H W - d))``-th free cell ``x`` solves ``x = k + #{taken <= x}``; iterating
-        that map from ``x = k`` reaches it in at most ``len(taken)`` steps. A few scalar compares
-        per taken cell, fixed shapes, no sort, cumsum or argmax over the grid.
+        ``k = floor(u * (H W - d))``-th free cell ``x`` solves ``x = k + #{distinct taken <= x}``;
+        iterating
+        that map from ``x = k`` reaches it in at most ``len(taken)`` steps (each step that moves
+        passes one more taken cell). A few scalar compares per taken cell, fixed shapes, no sort,
+        cumsum or argmax over the grid.
         """
         m = len(taken)
         # count each distinct taken cell once

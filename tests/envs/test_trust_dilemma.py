@@ -75,6 +75,16 @@ def test_reset_layout_and_observation_bounds():
     np.testing.assert_allclose(obs[P1][0, :6], [-1, 1, 0, -1, 0.5, -0.5])
 
 
+def test_free_cell_sampler_enumerates_exactly_the_free_cells():
+    env = TrustDilemma(grid_size=(3, 4))
+    for taken in ([0, 5, 5, 11], [3, 2, 1, 0, 3], [7], [6, 6, 6]):
+        free = [c for c in range(12) if c not in taken]
+        n = len(free)
+        u = (jnp.arange(n) + 0.5) / n  # one u in each of the n equal slices of [0, 1)
+        got = jax.jit(jax.vmap(lambda x, t=tuple(taken): env._sample_free(x, list(t))))(u)
+        assert got.tolist() == free, taken
+
+
 # ------------------------------------------------------------------------------ movement
 def test_agent_moves_and_walls_hold_on_all_four_edges():
     still = PARAMS.replace(stag_move_prob=0.0)  # keep the stag out of it
