@@ -1,5 +1,6 @@
-"""The ``nash`` meta-solver: exact or jittable Nash for two-player zero-sum games, approximate Nash
-(through the RAE machinery with ``gamma = eps = 0``) for general-sum and n-player games.
+"""The ``nash`` meta-solver: exact or jittable Nash for two-player zero-sum games; Lemke-Howson
+(jittable, all labels) for two-player general-sum games; approximate Nash through the RAE machinery
+with ``gamma = eps = 0`` for games of three or more players (and as the general-sum fallback).
 
 Methods (the ``method`` hyperparameter):
 
@@ -92,6 +93,7 @@ def nash(
         method: ``"auto"`` (default), ``"lp"``, ``"pdhg"``, ``"lemke_howson"`` or ``"rae"`` -- see
             the module docs.
         zero_sum: ``None`` to detect, or ``True``/``False`` to declare (two players only).
+            Declaring ``True`` solves the zero-sum part ``(payoffs[0] - payoffs[1]) / 2``.
         iterations: static iteration count of the jittable method (``pdhg``: default 3000;
             ``rae``: its own default).
         check_every: ``pdhg`` -- iterations between restart checks (static).
@@ -129,8 +131,8 @@ def nash(
     )
     two = n == 2
 
-    if method in ("lp", "pdhg") and not two:
-        raise ValueError(f"nash: method={method!r} needs a two-player zero-sum game, got n={n}")
+    if method in ("lp", "pdhg", "lemke_howson") and not two:
+        raise ValueError(f"nash: method={method!r} needs a two-player game, got n={n}")
     if method == "lp" and traced:
         raise ValueError(
             "nash: method='lp' runs scipy on the host and is not jittable; use method='pdhg' "
