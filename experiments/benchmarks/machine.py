@@ -24,16 +24,34 @@ from typing import Any
 __all__ = ["cpu_model", "describe", "format_machine", "jit_timings", "median_time"]
 
 
-def cpu_model() -> str:
-    """CPU model name from ``/proc/cpuinfo`` (falls back to :func:`platform.processor`)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields from ``/proc/cpuinfo`` (empty where there is none)."""
+    out: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    out.setdefault(k.strip().lower(), v.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return out
+
+
+def cpu_model() -> str:
+    """CPU model name from ``/proc/cpuinfo`` with family/model/MHz when the name is terse."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown"
+    extra = [
+        f"{label} {info[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"))
+        if key in info
+    ]
+    if "cpu mhz" in info:
+        extra.append(f"{float(info['cpu mhz']):.0f} MHz")
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def describe() -> dict[str, Any]:
