@@ -228,7 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--list", action="store_true", help="list parts and groups and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--render", metavar="JSON", default=None, help="print a saved result as Markdown and exit"
+    )
     args = parser.parse_args(argv)
+
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        from experiments.benchmarks.machine import format_machine
+
+        print(f"Command: `{saved.get('command', '?')}`  ")
+        print(f"Started: {saved.get('started_utc', '?')}  ")
+        print(f"Machine: {format_machine(saved['machine'])}\n")
+        print(format_table(saved.get("rows", []), markdown=True))
+        for s in saved.get("skipped", []):
+            print(f"\nSkipped `{s['part']}`: {s['reason']}")
+        return 0
 
     if args.list:
         for name, module in PARTS.items():
