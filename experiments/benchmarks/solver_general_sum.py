@@ -94,7 +94,9 @@ def run(quick: bool = False) -> list[dict]:
             t_np, eq = _first_equilibrium(p)
             theirs.append(t_np)
             support = (
-                "none found" if eq is None else "x".join(str(int((e > 1e-9).sum())) for e in eq)
+                "none: nashpy's generator ended empty (degenerate to its tolerance)"
+                if eq is None
+                else "x".join(str(int((e > 1e-9).sum())) for e in eq)
             )
             row.update(
                 anchor="nashpy support_enumeration, first equilibrium",
