@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from psro import solvers
 from psro.solvers import SolverResult
@@ -132,3 +135,21 @@ def test_rae_is_registered_and_rae_gap_reexported():
     pure = (jnp.array([1.0, 0.0, 0.0]), jnp.array([1.0, 0.0, 0.0]))
     gap = solvers.rae_gap(jnp.asarray(game), pure, gamma=0.0, eps=0.0, normalize=False)
     assert float(gap) == pytest.approx(float(solvers.nash_conv(jnp.asarray(game), pure)), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["uniform", "nash", "prd"])
+@settings(max_examples=12, deadline=None)
+@given(
+    payoffs=hnp.arrays(np.float32, (2, 3, 4), elements=st.floats(-5, 5, width=32)),
+    live0=hnp.arrays(bool, (3,)),
+    live1=hnp.arrays(bool, (4,)),
+)
+def test_every_solver_returns_masked_simplex_strategies(name, payoffs, live0, live1):
+    live0[0] = live1[-1] = True  # at least one live strategy each
+    hyper = {"iterations": 200} if name == "prd" else {}
+    res = solvers.solve_result(name, payoffs, mask=(live0, live1), **hyper)
+    for s, live in zip(res.strategies, (live0, live1), strict=True):
+        s = np.asarray(s)
+        assert np.all(s >= 0) and s.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.all(s[~live] == 0.0)
+    assert float(res.gap) >= -1e-4 and np.isfinite(float(res.gap))
