@@ -1,4 +1,4 @@
-"""Meta-solvers behind one registry: ``uniform``, ``nash``, ``prd``, ``rae`` and your own.
+"""Meta-solvers behind one registry: ``uniform``, ``nash``, ``prd``, ``alpharank``, ``rae``, yours.
 
 Every solver has the signature
 ``fn(payoffs, variances=None, *, mask=None, init=None, key=None, **hyper) -> SolverResult``

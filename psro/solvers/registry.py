@@ -10,7 +10,7 @@ exactly zero mass), ``init`` is ``None`` or a tuple of ``n`` mixed strategies (w
 ``key`` is ``None`` or a ``jax.random.key``. A solver may also return a plain tuple of strategies;
 :func:`solve_result` then wraps it in a :class:`SolverResult` whose gap is NashConv.
 
-Built in: ``uniform``, ``nash``, ``prd`` and ``rae`` (imported lazily from
+Built in: ``uniform``, ``nash``, ``prd``, ``alpharank`` and ``rae`` (imported lazily from
 :mod:`psro.solvers.rae` on first use, so this module never fails to import because of it).
 
 Validation (:func:`solve` / :func:`solve_result`) runs on the host and is skipped for arrays that
@@ -302,3 +302,4 @@ register("uniform", uniform)
 _REGISTRY["nash"] = "psro.solvers.nash:nash"
 _REGISTRY["prd"] = "psro.solvers.prd:prd"
 _REGISTRY["rae"] = "psro.solvers.rae:rae"
+_REGISTRY["alpharank"] = "psro.solvers.alpharank:alpharank"

@@ -28,7 +28,7 @@ def scratch_names():
 
 
 def test_builtin_names():
-    assert {"rae", "nash", "uniform", "prd"} <= set(solvers.names())
+    assert {"rae", "nash", "uniform", "prd", "alpharank"} <= set(solvers.names())
     assert solvers.names() == sorted(solvers.names())
 
 
@@ -78,7 +78,7 @@ def test_unknown_hyperparameter_is_named_with_allowed_ones():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("name", ["uniform", "nash", "prd"])
+@pytest.mark.parametrize("name", ["uniform", "nash", "prd", "alpharank"])
 def test_non_finite_inputs_raise(name, bad):
     p = GAME.copy()
     p[1, 0, 1] = bad
@@ -137,7 +137,7 @@ def test_rae_is_registered_and_rae_gap_reexported():
     assert float(gap) == pytest.approx(float(solvers.nash_conv(jnp.asarray(game), pure)), abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["uniform", "nash", "prd"])
+@pytest.mark.parametrize("name", ["uniform", "nash", "prd", "alpharank"])
 @settings(max_examples=12, deadline=None)
 @given(
     payoffs=hnp.arrays(np.float32, (2, 3, 4), elements=st.floats(-5, 5, width=32)),
