@@ -82,6 +82,7 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "x64": bool(jax.config.read("jax_enable_x64")),
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
