@@ -28,9 +28,10 @@ Example:
     [0.333, 0.333, 0.333]
     >>> def first(payoffs, variances=None, *, mask=None, init=None, key=None):
     ...     return tuple(jnp.eye(k)[0] for k in payoffs.shape[1:])
-    >>> solvers.register("first_pure", first)
-    >>> float(solvers.solve_result("first_pure", jnp.stack([rps, -rps])).gap)
+    >>> solvers.register("doc_first_pure", first)
+    >>> float(solvers.solve_result("doc_first_pure", jnp.stack([rps, -rps])).gap)
     2.0
+    >>> solvers.unregister("doc_first_pure")
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def register(name: str, fn: Callable[..., Any], *, overwrite: bool = False) -> N
         Traceback (most recent call last):
         ...
         ValueError: a solver named 'my_uniform' is already registered; pass overwrite=True to replace it
+        >>> solvers.unregister("my_uniform")
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"solver name must be a non-empty string, got {name!r}")
