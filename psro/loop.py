@@ -5,10 +5,9 @@ Lanctot et al. (2017). The run state is one pytree (``PSROState``); shapes are f
 dead ones), so the phases are traced once and reused every iteration -- adding a member writes a
 slot and changes no shape.
 
-    import envs
-    from psro.loop import PSRO, PSROConfig, PSROGame
-    env, params = envs.make("matrix/rock_paper_scissors")
-    game = PSROGame(env, params, policy_fn=lambda p, obs, key: p, member_init=lambda k, i: jnp.int32(0))
+    from psro import games
+    from psro.loop import PSRO, PSROConfig
+    game = games.matrix_game("matrix/rock_paper_scissors")     # members are pure actions
     psro = PSRO(game, PSROConfig(capacity=8, solver="nash", oracle="exact", episodes=1))
     state = psro.init(jax.random.key(0))
     for _ in range(5):
@@ -37,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-import envs
 from envs.core import EnvParams, MultiAgentEnv
+from marl import population as mpop
 from marl import rollout
 from psro import metagame as mgame
 from psro import oracles, solvers
@@ -50,15 +49,21 @@ class PSROGame:
 
     Attributes:
       env, env_params: the environment (``envs.make``).
-      policy_fn: ``policy(member_params, obs, key) -> action``, shared by all members (members
-        differ only in their parameters).
+      policy_fn: ``policy(member_params, obs, key) -> action``, shared by all members of all
+        players (members differ only in their parameters), or a tuple with one per player.
       member_init: ``member_init(key, player) -> member_params``, the initial member of a player.
     """
 
     env: MultiAgentEnv
     env_params: EnvParams
-    policy_fn: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    policy_fn: Callable[[Any, jax.Array, jax.Array], jax.Array] | tuple
     member_init: Callable[[jax.Array, int], Any]
+
+    def policy(self, player: int) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+        """The policy function of ``player``'s members."""
+        if isinstance(self.policy_fn, tuple | list):
+            return self.policy_fn[player]
+        return self.policy_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +98,8 @@ class PSROState:
     """The whole run state (a pytree; what checkpoints save).
 
     Attributes:
-      populations: tuple, per player, of member params stacked on a leading ``capacity`` axis.
-      counts: ``(n_players,)`` int32 live members per player.
+      populations: tuple, per player, of ``marl.population.Population`` (members' params stacked
+        on a leading ``capacity`` axis, live mask, count).
       metagame: the empirical ``MetaGame``.
       meta_strategy: ``(n_players, capacity)``, zero on dead slots.
       gap: the solver's certificate for ``meta_strategy`` (RAE gap or NashConv of the meta-game).
@@ -102,12 +107,16 @@ class PSROState:
     """
 
     populations: tuple
-    counts: jax.Array
     metagame: mgame.MetaGame
     meta_strategy: jax.Array
     gap: jax.Array
     key: jax.Array
     iteration: jax.Array
+
+    @property
+    def counts(self) -> jax.Array:
+        """``(n_players,)`` int32, live members per player."""
+        return jnp.stack([p.count for p in self.populations])
 
 
 class PSRO:
@@ -131,25 +140,17 @@ class PSRO:
     def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
         key, *subs = jax.random.split(state.key, self.n + 1)
         new = tuple(
-            self._oracle(
-                subs[i],
-                self.game,
-                state.populations,
-                state.counts,
-                state.meta_strategy,
-                i,
-                **self.config.oracle_kwargs,
-            )
+            self._oracle(subs[i], self.game, state, i, **self.config.oracle_kwargs)
             for i in range(self.n)
         )
         return new, key
 
     def _add_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
         pops = tuple(
-            jax.tree.map(lambda stack, m, c=state.counts[i]: stack.at[c].set(m), pop, member)
-            for i, (pop, member) in enumerate(zip(state.populations, new, strict=True))
+            mpop.population_add(pop, member)
+            for pop, member in zip(state.populations, new, strict=True)
         )
-        return state.replace(populations=pops, counts=state.counts + 1, key=key)
+        return state.replace(populations=pops, key=key)
 
     def _evaluate_phase(self, state: PSROState) -> PSROState:
         profiles, valid = mgame.frontier_profiles(self.config.capacity, self.n, state.counts)
@@ -157,11 +158,11 @@ class PSRO:
 
     def _evaluate(self, state: PSROState, profiles, valid) -> PSROState:
         env, agents = self.game.env, self.game.env.agents
-        policies = {a: self.game.policy_fn for a in agents}
+        policies = {a: self.game.policy(i) for i, a in enumerate(agents)}
 
         def play(profile, key):
             pp = {
-                a: jax.tree.map(lambda s, k=profile[i]: s[k], state.populations[i])
+                a: mpop.population_get(state.populations[i], profile[i])
                 for i, a in enumerate(agents)
             }
             out = rollout.run_episodes(
@@ -203,16 +204,10 @@ class PSRO:
         pops = []
         for i in range(self.n):
             member = self.game.member_init(subs[i], i)
-            pops.append(
-                jax.tree.map(
-                    lambda m: jnp.zeros((cap, *jnp.shape(m)), jnp.asarray(m).dtype).at[0].set(m),
-                    member,
-                )
-            )
+            pops.append(mpop.population_add(mpop.population_init(member, cap), member))
         sigma = jnp.zeros((self.n, cap), jnp.float32).at[:, 0].set(1.0)
         state = PSROState(
             populations=tuple(pops),
-            counts=jnp.ones((self.n,), jnp.int32),
             metagame=mgame.metagame_init(self.n, cap),
             meta_strategy=sigma,
             gap=jnp.float32(0.0),
@@ -239,35 +234,3 @@ class PSRO:
         """Per player, the meta-strategy over its live members."""
         counts = [int(c) for c in state.counts]
         return tuple(state.meta_strategy[i, : counts[i]] for i in range(self.n))
-
-
-def matrix_game(
-    name_or_env: str | MultiAgentEnv, env_params: EnvParams | None = None, **overrides
-) -> PSROGame:
-    """A ``PSROGame`` for a matrix game whose members are pure actions (for the ``exact`` oracle).
-
-    The initial member of every player is action 0.
-    """
-    if isinstance(name_or_env, str):
-        env, params = envs.make(name_or_env, **overrides)
-    else:
-        env, params = (
-            name_or_env,
-            env_params if env_params is not None else name_or_env.default_params(),
-        )
-    params = env_params if env_params is not None else params
-    return PSROGame(
-        env=env,
-        env_params=params,
-        policy_fn=lambda p, obs, key: p,
-        member_init=lambda key, player: jnp.int32(0),
-    )
-
-
-def full_game_strategies(game: PSROGame, state: PSROState) -> tuple[jax.Array, ...]:
-    """For a matrix game with pure-action members: the meta-strategy as distributions over actions."""
-    sizes = game.env_params.payoffs.shape[1:]
-    return tuple(
-        oracles.action_distribution(state.populations[i], state.meta_strategy[i], sizes[i])
-        for i in range(len(sizes))
-    )

@@ -3,11 +3,11 @@
 An oracle turns the current run state into one new population member per player. It is a pure,
 jittable function::
 
-    oracle(key, game, populations, counts, meta_strategy, player) -> member_params
+    oracle(key, game, state, player, **oracle_kwargs) -> member_params
 
-* ``game`` -- the ``PSROGame`` being solved (env, env params, policy function);
-* ``populations`` -- per player, the members' parameters stacked on a leading ``K_max`` axis;
-* ``counts`` -- ``(n_players,)`` live members per player; ``meta_strategy`` -- ``(n_players, K_max)``;
+* ``game`` -- the ``PSROGame`` being solved (env, env params, policy functions);
+* ``state`` -- the ``PSROState``: ``state.populations`` (per player a ``marl.population.Population``),
+  ``state.meta_strategy`` ``(n_players, K_max)``, ``state.metagame``;
 * ``player`` -- a static int.
 
 Built in: ``exact`` -- for matrix games, whose members are pure actions (an int32 each): the true
@@ -121,9 +121,7 @@ def utility_gradient(
 def exact_oracle(
     key,
     game,
-    populations,
-    counts,
-    meta_strategy,
+    state,
     player: int,
     *,
     gamma=0.0,
@@ -140,7 +138,8 @@ def exact_oracle(
     table = game.env_params.payoffs
     sizes = table.shape[1:]
     dists = [
-        action_distribution(populations[j], meta_strategy[j], sizes[j]) for j in range(len(sizes))
+        action_distribution(state.populations[j].params, state.meta_strategy[j], sizes[j])
+        for j in range(len(sizes))
     ]
     grad = utility_gradient(table, dists, player, gamma=gamma, eps=eps, normalize=normalize)
     return jnp.argmax(grad).astype(jnp.int32)

@@ -7,7 +7,8 @@ import pytest
 
 from envs import matrix
 from psro import metagame, oracles, solvers
-from psro.loop import PSRO, PSROConfig, full_game_strategies, matrix_game
+from psro.games import full_game_strategies, matrix_game
+from psro.loop import PSRO, PSROConfig
 
 
 @pytest.fixture
