@@ -150,6 +150,7 @@ def nash_conv(
         2.0
     """
     payoffs = jnp.asarray(payoffs)
+    payoffs = payoffs.astype(_float_dtype(payoffs))
     sigma = tuple(jnp.asarray(s, dtype=payoffs.dtype) for s in sigma)
     masks = live_masks(payoffs, mask)
     dev = deviation_payoffs(payoffs, sigma)
