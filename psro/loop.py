@@ -29,6 +29,7 @@ Phases of one ``step``:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -91,6 +92,8 @@ class PSROConfig:
             raise ValueError(
                 f"unknown oracle {self.oracle!r}; known oracles: {', '.join(oracles.names())}"
             )
+        oracles.check_settings(self.oracle, self.oracle_kwargs)
+        solvers.registry._check_hypers(self.solver, solvers.get(self.solver), self.solver_kwargs)
 
 
 @struct.dataclass
@@ -137,13 +140,13 @@ class PSRO:
     def masks(self, counts: jax.Array) -> tuple[jax.Array, ...]:
         return tuple(jnp.arange(self.config.capacity) < counts[i] for i in range(self.n))
 
-    def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
+    def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array, tuple]:
         key, *subs = jax.random.split(state.key, self.n + 1)
-        new = tuple(
+        out = [
             self._oracle(subs[i], self.game, state, i, **self.config.oracle_kwargs)
             for i in range(self.n)
-        )
-        return new, key
+        ]
+        return tuple(o[0] for o in out), key, tuple(o[1] for o in out)
 
     def _add_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
         pops = tuple(
@@ -219,16 +222,32 @@ class PSRO:
 
     def step(self, state: PSROState) -> PSROState:
         """One PSRO iteration (oracle, add, evaluate, solve); each phase is a compiled function."""
+        return self.step_with_info(state)[0]
+
+    def step_with_info(self, state: PSROState) -> tuple[PSROState, dict]:
+        """``step``, also returning ``info``: the oracle's metrics per player (training curves)
+        and the wall-clock seconds of each phase (``time_oracle``, ``time_evaluate``,
+        ``time_solve``; compile time included on the first call)."""
         if int(state.counts.max()) >= self.config.capacity:
             raise ValueError(
                 f"the population is full (capacity={self.config.capacity}); "
                 "raise capacity or run fewer iterations"
             )
-        new, key = self._jit_oracle(state)
+        t0 = time.perf_counter()
+        new, key, oracle_metrics = jax.block_until_ready(self._jit_oracle(state))
         state = self._jit_add(state, new, key)
-        state = self._jit_eval(state)
-        state = self._jit_solve(state)
-        return state.replace(iteration=state.iteration + 1)
+        t1 = time.perf_counter()
+        state = jax.block_until_ready(self._jit_eval(state))
+        t2 = time.perf_counter()
+        state = jax.block_until_ready(self._jit_solve(state))
+        t3 = time.perf_counter()
+        info = {
+            "oracle": oracle_metrics,
+            "time_oracle": t1 - t0,
+            "time_evaluate": t2 - t1,
+            "time_solve": t3 - t2,
+        }
+        return state.replace(iteration=state.iteration + 1), info
 
     def meta_strategies(self, state: PSROState) -> tuple[jax.Array, ...]:
         """Per player, the meta-strategy over its live members."""

@@ -10,10 +10,17 @@ jittable function::
   ``state.meta_strategy`` ``(n_players, K_max)``, ``state.metagame``;
 * ``player`` -- a static int.
 
-Built in: ``exact`` -- for matrix games, whose members are pure actions (an int32 each): the true
-best response to the opponents' meta-strategy under the chosen objective, computed from the full
-payoff table, which makes PSRO the double-oracle algorithm. The ``ppo`` oracle arrives with the
-learning code (``marl.ppo``).
+It returns ``(member_params, metrics)``, ``metrics`` a dict of arrays (training curves; may be
+empty).
+
+Built in:
+
+* ``exact`` -- for matrix games, whose members are pure actions (an int32 each): the true best
+  response to the opponents' meta-strategy under the chosen objective, computed from the full
+  payoff table, which makes PSRO the double-oracle algorithm.
+* ``ppo`` -- a PPO best response (``marl.ppo``) trained against opponents drawn, once per
+  episode, from the (eps-perturbed) meta-strategy; risk-neutral or mean-variance objective; warm
+  start from the player's best current member or from scratch.
 
     from psro import oracles
     oracles.register("my_oracle", my_fn)      # then PSROConfig(oracle="my_oracle", ...)
@@ -21,11 +28,16 @@ learning code (``marl.ppo``).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from marl import population as mpop
+from marl import ppo as mppo
 
 _ORACLES: dict[str, Callable[..., Any]] = {}
 
@@ -39,6 +51,27 @@ def register(name: str, fn: Callable[..., Any], *, overwrite: bool = False) -> N
     if not callable(fn):
         raise TypeError(f"oracle {name!r} must be callable, got {type(fn).__name__}")
     _ORACLES[name] = fn
+
+
+def check_settings(name: str, settings: dict) -> None:
+    """Raise ``ValueError`` naming any setting the oracle ``name`` does not take (before any work).
+
+    The settings an oracle takes are its keyword-only parameters, plus, for an oracle with
+    ``**kwargs``, the names in its ``extra_settings`` attribute (if it has one).
+    """
+    fn = get(name)
+    sig = inspect.signature(fn)
+    allowed = {p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    extra = getattr(fn, "extra_settings", None)
+    if has_var_kw and extra is None:
+        return  # a user's oracle taking anything
+    allowed |= set(extra or ())
+    for key in settings:
+        if key not in allowed:
+            raise ValueError(
+                f"oracle {name!r} has no setting {key!r}; allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 def names() -> list[str]:
@@ -142,7 +175,80 @@ def exact_oracle(
         for j in range(len(sizes))
     ]
     grad = utility_gradient(table, dists, player, gamma=gamma, eps=eps, normalize=normalize)
-    return jnp.argmax(grad).astype(jnp.int32)
+    return jnp.argmax(grad).astype(jnp.int32), {}
 
 
+# --------------------------------------------------------------------------- PPO
+def perturbed(sigma: jax.Array, mask: jax.Array, eps) -> jax.Array:
+    """``(1 - eps) * sigma + eps * uniform(live)``: the opponents a risk-averse player guards against."""
+    live = mask.astype(sigma.dtype)
+    return (1.0 - eps) * sigma + eps * live / jnp.maximum(live.sum(), 1.0)
+
+
+def best_member(state, player: int) -> jax.Array:
+    """Index of ``player``'s live member with the highest empirical payoff against the others'
+    meta-strategy (the warm start of a best response)."""
+    table = state.metagame.mean[player]
+    n = table.ndim
+    dists = [state.meta_strategy[j] for j in range(n)]
+    values = _contract_others(table, dists, player)
+    live = state.populations[player].mask
+    return jnp.argmax(jnp.where(live, values, -jnp.inf)).astype(jnp.int32)
+
+
+_PPO_FIELDS = {f.name for f in dataclasses.fields(mppo.PPOConfig)}
+
+
+def ppo_oracle(
+    key,
+    game,
+    state,
+    player: int,
+    *,
+    warm_start: str = "best",
+    opponent_eps: float = 0.0,
+    **ppo_kwargs,
+):
+    """A PPO best response of ``player`` to the others' meta-strategy.
+
+    Args:
+      warm_start: ``"best"`` (start from the player's best current member, ``best_member``) or
+        ``"scratch"`` (fresh parameters).
+      opponent_eps: opponents are drawn from ``perturbed(meta_strategy, live, opponent_eps)``;
+        set it to the RAE solver's ``eps`` so the learner guards against the same deviations.
+      **ppo_kwargs: ``marl.ppo.PPOConfig`` fields (``total_updates``, ``num_envs``,
+        ``objective="mean_variance"``, ``gamma_risk``, ``hidden`` -- which must match the
+        game's members, ...).
+    """
+    if warm_start not in ("best", "scratch"):
+        raise ValueError(f"ppo oracle: warm_start must be 'best' or 'scratch', got {warm_start!r}")
+    unknown = sorted(set(ppo_kwargs) - _PPO_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"ppo oracle: unknown setting {unknown[0]!r}; allowed: warm_start, opponent_eps, "
+            f"{', '.join(sorted(_PPO_FIELDS))}"
+        )
+    agents = game.env.agents
+    learner = agents[player]
+    others = {a: j for j, a in enumerate(agents) if j != player}
+    trainer = mppo.PPO(
+        game.env,
+        learner,
+        mppo.PPOConfig(**ppo_kwargs),
+        opponent_policy={a: game.policy(j) for a, j in others.items()},
+    )
+    opponents = {a: state.populations[j] for a, j in others.items()}
+    probs = {
+        a: perturbed(state.meta_strategy[j], state.populations[j].mask, opponent_eps)
+        for a, j in others.items()
+    }
+    init = None
+    if warm_start == "best":
+        init = mpop.population_get(state.populations[player], best_member(state, player))
+    params, metrics = trainer.run(key, game.env_params, opponents, probs, init_params=init)
+    return params, metrics
+
+
+ppo_oracle.extra_settings = frozenset(_PPO_FIELDS)
 register("exact", exact_oracle)
+register("ppo", ppo_oracle)

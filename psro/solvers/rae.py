@@ -563,7 +563,9 @@ def _sqnorm(xs):
     return sum(jnp.sum(x * x) for x in xs)
 
 
-def _extragradient(game: _Game, x0, iterations: int, step_size: float, shrink: float):
+def _extragradient(
+    game: _Game, x0, iterations: int, step_size: float, shrink: float, taus=None
+):
     """Extragradient with the adaptive, non-increasing step of Yang and Liu (2018).
 
     ``x_half = P(x + eta F(x))``, ``x_next = P(x + eta F(x_half))``, then
@@ -573,24 +575,41 @@ def _extragradient(game: _Game, x0, iterations: int, step_size: float, shrink: f
     """
     dt = x0[0].dtype
 
-    def body(state, _):
-        xs, eta, best, best_res = state
+    us = tuple(uniform(m).astype(dt) for m in game.masks)
+
+    def reg_grads(xs, tau):
         g = _grads(game, xs)
+        return tuple(gi - tau * (x - u) for gi, x, u in zip(g, xs, us, strict=True))
+
+    def body(state, tau):
+        xs, eta, best, best_res = state
+        g = reg_grads(xs, tau)
         xh = _project_all(game, tuple(x + eta * gi for x, gi in zip(xs, g, strict=True)))
-        gh = _grads(game, xh)
+        gh = reg_grads(xh, tau)
         xn = _project_all(game, tuple(x + eta * gi for x, gi in zip(xs, gh, strict=True)))
         dx = jnp.sqrt(_sqnorm(tuple(a - b for a, b in zip(xs, xh, strict=True))))
         dg = jnp.sqrt(_sqnorm(tuple(a - b for a, b in zip(g, gh, strict=True))))
         res = dx / eta
-        better = res < best_res
+        better = (res < best_res) & (tau == 0)
         best = jax.tree.map(lambda a, b: jnp.where(better, a, b), xs, best)
         best_res = jnp.where(better, res, best_res)
         eta = jnp.where(dg > 0, jnp.minimum(eta, shrink * dx / jnp.where(dg > 0, dg, 1.0)), eta)
         return (xn, eta, best, best_res), None
 
     init = (x0, jnp.asarray(step_size, dt), x0, jnp.asarray(jnp.inf, dt))
-    (xs, eta, best, best_res), _ = jax.lax.scan(body, init, None, length=iterations)
+    if taus is None:
+        taus = jnp.zeros((iterations,), dt)
+    (xs, eta, best, best_res), _ = jax.lax.scan(body, init, taus.astype(dt))
     return xs, best, eta
+
+
+def _tau_schedule(iterations: int, anneal: float, tau0: float, tau_min: float, dt):
+    """Geometric annealing ``tau0 -> tau_min`` over the first ``anneal`` share, then 0."""
+    na = int(round(anneal * iterations))
+    t = jnp.arange(iterations, dtype=dt)
+    frac = t / max(na - 1, 1)
+    sched = tau0 * (tau_min / tau0) ** frac
+    return jnp.where(t < na, sched, 0.0)
 
 
 def _smoothed_br(c, Q, mask, logits, tau, inner: int):
@@ -680,6 +699,9 @@ def rae(
     tau: float = 0.02,
     inner_iterations: int = 20,
     gap_iterations: int = 1000,
+    anneal: float = 0.5,
+    tau0: float = 1.0,
+    tau_min: float = 1e-4,
 ) -> SolverResult:
     """Solve for a Risk-Averse Equilibrium; returns strategies and the RAE gap.
 
@@ -736,7 +758,8 @@ def rae(
     if method == "extragradient":
 
         def run(x0):
-            last, best, eta = _extragradient(game, x0, int(iterations), step_size, shrink)
+            taus = _tau_schedule(int(iterations), anneal, tau0, tau_min, _float_dtype())
+            last, best, eta = _extragradient(game, x0, int(iterations), step_size, shrink, taus)
             return jax.tree.map(lambda a, b: jnp.stack([a, b]), last, best), eta
 
         cands, etas = jax.vmap(run)(starts)  # each (R, 2, K_i)

@@ -186,3 +186,43 @@ def test_utility_gradient_matches_autodiff():
     np.testing.assert_allclose(
         oracles.utility_gradient(table, [x0, y], 0, g, e), jax.grad(u)(x0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_ppo_oracle_psro_learns_dominant_strategy_without_retracing():
+    """PSRO with PPO best responses on a repeated prisoner's dilemma: the meta-strategy ends on
+    members that defect (the dominant action), and no phase recompiles as the population grows."""
+    from marl import networks
+    from marl import population as mpop
+    from psro.games import network_game
+
+    game = network_game("matrix/prisoners_dilemma", hidden=16, max_steps=3)
+    okw = {"total_updates": 15, "num_envs": 16, "num_steps": 6, "hidden": 16}
+    psro = PSRO(
+        game, PSROConfig(capacity=5, episodes=16, solver="nash", oracle="ppo", oracle_kwargs=okw)
+    )
+    state = psro.init(jax.random.key(0))
+    for _ in range(3):
+        state, info = psro.step_with_info(state)
+    assert info["oracle"][0]["episode_return_mean"].shape == (15,)
+    for fn in (psro._jit_oracle, psro._jit_add, psro._jit_eval, psro._jit_solve):
+        assert fn._cache_size() == 1
+    graphdef = networks.actor_critic_graphdef(5, 2, 16)
+    obs = jnp.array([0.0, 0.0, 0.0, 0.0, 1.0])  # first-round observation
+    sigma = state.meta_strategy[0]
+    p_defect = sum(
+        float(sigma[k])
+        * float(
+            networks.action_probs(graphdef, mpop.population_get(state.populations[0], k), obs)[1]
+        )
+        for k in range(int(state.counts[0]))
+    )
+    assert p_defect > 0.9
+
+
+def test_unknown_oracle_and_solver_settings_fail_before_any_work():
+    with pytest.raises(ValueError, match="oracle 'ppo' has no setting 'learning_rate'.*lr"):
+        PSROConfig(oracle="ppo", oracle_kwargs={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="oracle 'exact' has no setting 'gama'.*gamma"):
+        PSROConfig(oracle="exact", oracle_kwargs={"gama": 0.1})
+    with pytest.raises(ValueError, match="no hyperparameter 'gama'"):
+        PSROConfig(solver="rae", solver_kwargs={"gama": 0.1})
