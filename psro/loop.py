@@ -171,11 +171,15 @@ class PSRO:
             out = rollout.run_episodes(
                 env, self.game.env_params, policies, pp, key, self.config.episodes
             )
-            return jnp.stack([out.returns[a] for a in agents])  # (n, E)
+            returns = jnp.stack([out.returns[a] for a in agents])  # (n, E)
+            events = {
+                k: jnp.stack([out.events[k][a] for a in agents]) for k in state.metagame.events
+            }
+            return returns, events
 
         key, sub = jax.random.split(state.key)
-        returns = jax.vmap(play)(profiles, jax.random.split(sub, profiles.shape[0]))
-        mg = mgame.metagame_add_batch(state.metagame, profiles, returns, valid)
+        returns, events = jax.vmap(play)(profiles, jax.random.split(sub, profiles.shape[0]))
+        mg = mgame.metagame_add_batch(state.metagame, profiles, returns, valid, events)
         return state.replace(metagame=mg, key=key)
 
     def _solve_phase(self, state: PSROState) -> PSROState:
@@ -211,7 +215,7 @@ class PSRO:
         sigma = jnp.zeros((self.n, cap), jnp.float32).at[:, 0].set(1.0)
         state = PSROState(
             populations=tuple(pops),
-            metagame=mgame.metagame_init(self.n, cap),
+            metagame=mgame.metagame_init(self.n, cap, self.event_names()),
             meta_strategy=sigma,
             gap=jnp.float32(0.0),
             key=key,
@@ -248,6 +252,22 @@ class PSRO:
             "time_solve": t3 - t2,
         }
         return state.replace(iteration=state.iteration + 1), info
+
+    def event_names(self) -> tuple[str, ...]:
+        """The env's per-agent ``info`` event flags (e.g. ``crashed``), which the meta-game tracks."""
+        env, params = self.game.env, self.game.env_params
+        key = jax.random.key(0)
+
+        def one_step():
+            obs, st = env.reset(key, params)
+            acts = {
+                a: self.game.policy(i)(self.game.member_init(key, i), obs[a], key)
+                for i, a in enumerate(env.agents)
+            }
+            return env.step_no_reset(key, st, acts, params)[-1]
+
+        info = jax.eval_shape(one_step)
+        return tuple(sorted(rollout._event_names(info, env.agents)))
 
     def meta_strategies(self, state: PSROState) -> tuple[jax.Array, ...]:
         """Per player, the meta-strategy over its live members."""

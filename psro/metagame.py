@@ -33,11 +33,14 @@ class MetaGame:
       mean: ``(n_players, K_max, ..., K_max)`` mean return of each player in each profile.
       m2: same shape, the sum of squared deviations from the mean (Welford's M2).
       count: ``(K_max, ..., K_max)`` episodes played in each profile (float32).
+      events: ``{name: (n_players, K_max, ..., K_max)}`` mean count per episode of each per-agent
+        event flag of the env's ``info`` (e.g. ``crashed``, ``mauled``); empty for games without.
     """
 
     mean: jax.Array
     m2: jax.Array
     count: jax.Array
+    events: dict = struct.field(default_factory=dict)
 
     @property
     def n_players(self) -> int:
@@ -48,15 +51,20 @@ class MetaGame:
         return self.mean.shape[1]
 
 
-def metagame_init(n_players: int, capacity: int) -> MetaGame:
-    """Empty tables for ``n_players`` players with ``capacity`` slots each."""
+def metagame_init(n_players: int, capacity: int, event_names=()) -> MetaGame:
+    """Empty tables for ``n_players`` players with ``capacity`` slots each (and event tables)."""
     if n_players < 2:
         raise ValueError(f"n_players must be >= 2, got {n_players}")
     if capacity < 1:
         raise ValueError(f"capacity must be >= 1, got {capacity}")
     shape = (capacity,) * n_players
     zeros = jnp.zeros((n_players, *shape), jnp.float32)
-    return MetaGame(mean=zeros, m2=zeros, count=jnp.zeros(shape, jnp.float32))
+    return MetaGame(
+        mean=zeros,
+        m2=zeros,
+        count=jnp.zeros(shape, jnp.float32),
+        events={name: zeros for name in event_names},
+    )
 
 
 def variances(mg: MetaGame) -> jax.Array:
@@ -76,35 +84,57 @@ def _merge(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 
 
 def metagame_add_episodes(
-    mg: MetaGame, profile: tuple | jax.Array, returns: jax.Array, valid: jax.Array | bool = True
+    mg: MetaGame,
+    profile: tuple | jax.Array,
+    returns: jax.Array,
+    valid: jax.Array | bool = True,
+    events: dict | None = None,
 ) -> MetaGame:
-    """Fold ``returns`` ``(n_players, E)`` of one profile into its cell (no-op when not ``valid``)."""
+    """Fold ``returns`` ``(n_players, E)`` of one profile into its cell (no-op when not ``valid``).
+
+    ``events``: ``{name: (n_players, E)}`` per-episode event counts, for the names ``mg`` tracks.
+    """
     idx = tuple(jnp.asarray(p, jnp.int32) for p in profile)
     returns = jnp.asarray(returns, jnp.float32)
     n_b = jnp.float32(returns.shape[-1]) * jnp.asarray(valid, jnp.float32)
     mean_b = returns.mean(-1)
     m2_b = ((returns - mean_b[:, None]) ** 2).sum(-1)
     cell = (slice(None), *idx)
-    mean, m2, n = _merge(mg.mean[cell], mg.m2[cell], mg.count[idx], mean_b, m2_b, n_b)
+    n_a = mg.count[idx]
+    mean, m2, n = _merge(mg.mean[cell], mg.m2[cell], n_a, mean_b, m2_b, n_b)
+    new_events = {}
+    for name, table in mg.events.items():
+        ev_b = jnp.asarray(events[name], jnp.float32).mean(-1)
+        merged = (table[cell] * n_a + ev_b * n_b) / jnp.maximum(n, 1.0)
+        new_events[name] = table.at[cell].set(merged)
     return MetaGame(
-        mean=mg.mean.at[cell].set(mean), m2=mg.m2.at[cell].set(m2), count=mg.count.at[idx].set(n)
+        mean=mg.mean.at[cell].set(mean),
+        m2=mg.m2.at[cell].set(m2),
+        count=mg.count.at[idx].set(n),
+        events=new_events,
     )
 
 
 def metagame_add_batch(
-    mg: MetaGame, profiles: jax.Array, returns: jax.Array, valid: jax.Array
+    mg: MetaGame,
+    profiles: jax.Array,
+    returns: jax.Array,
+    valid: jax.Array,
+    events: dict | None = None,
 ) -> MetaGame:
-    """Fold a batch: ``profiles`` ``(P, n)``, ``returns`` ``(P, n, E)``, ``valid`` ``(P,)``.
+    """Fold a batch: ``profiles`` ``(P, n)``, ``returns`` ``(P, n, E)``, ``valid`` ``(P,)``,
+    ``events`` ``{name: (P, n, E)}``.
 
     Duplicate profiles in one batch are merged one after the other (a ``lax.scan``), so nothing is
     lost when two new members' rows cross.
     """
 
     def body(mg, xs):
-        profile, ret, ok = xs
-        return metagame_add_episodes(mg, tuple(profile), ret, ok), None
+        profile, ret, ok, ev = xs
+        return metagame_add_episodes(mg, tuple(profile), ret, ok, ev), None
 
-    mg, _ = jax.lax.scan(body, mg, (profiles, returns, valid))
+    events = {} if events is None else {k: events[k] for k in mg.events}
+    mg, _ = jax.lax.scan(body, mg, (profiles, returns, valid, events))
     return mg
 
 
