@@ -17,6 +17,7 @@ from envs.pettingzoo_in import PettingZooAdapter, from_pettingzoo
 from envs.pettingzoo_out import JaxToPettingZoo, to_pettingzoo
 from envs.registry import UnknownEnvError, factory, make, register, registered
 from envs.trust_dilemma import TrustDilemma
+from envs.two_way import TwoWay
 
 
 def _register_builtin() -> None:
@@ -30,6 +31,7 @@ def _register_builtin() -> None:
             ),
         )
     register("trust_dilemma", factory(TrustDilemma))
+    register("two_way", factory(TwoWay))
 
 
 _register_builtin()

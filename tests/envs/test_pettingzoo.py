@@ -14,7 +14,11 @@ import envs
 # Repeated versions of the one-shot matrix games, so the API tests see multi-step episodes; games
 # with randomness are made stochastic here so the seeding tests have something to check.
 OVERRIDES = {name: {"max_steps": 20} for name in envs.registered() if name.startswith("matrix/")}
-STOCHASTIC = {"matrix/stag_hunt": {"max_steps": 20, "reward_noise": 0.5}, "trust_dilemma": {}}
+STOCHASTIC = {
+    "matrix/stag_hunt": {"max_steps": 20, "reward_noise": 0.5},
+    "trust_dilemma": {},
+    "two_way": {},
+}
 
 
 def _registered():

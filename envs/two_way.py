@@ -1,0 +1,860 @@
+"""Two-way overtaking: highway-env's ``two-way-v0`` made a two-player game of chicken, in JAX.
+
+A straight road ``road_length`` metres long (800 by default) with two lanes ``lane_width`` wide
+(4 m), one per direction. World coordinates are highway-env's: ``x`` east along the road from 0 to
+``road_length``, ``y`` across it (screen-down in pictures); the eastbound lane's centre is at
+``y = lane_width`` (highway-env's lane ``("a", "b", 1)``), the westbound lane's at ``y = 0``.
+
+* ``player_0`` drives east in the eastbound lane, ``player_1`` west in the westbound lane. Each
+  starts ``start_x`` (30 m) from its end of the road at ``start_speed`` (30 m/s, target 30 m/s),
+  as highway-env's ego, behind ``cars_ahead`` (3) slower IDM cars in its own lane at
+  ``traffic_start + i * traffic_spacing + traffic_pos_std * n`` metres from its road end
+  (70 + 40 i + 10 n) with speed ``traffic_speed + traffic_speed_std * n'`` (24 + 2 n') -- highway-env's
+  ego-direction traffic, here in both directions, so that one player's traffic is the other's
+  oncoming traffic. ``cars_oncoming`` (0 by default) adds highway-env's oncoming pattern too:
+  ``oncoming_start + i * oncoming_spacing`` (200 + 100 i) metres from the *far* end of each lane,
+  at 20 +/- 5 m/s. ``n, n'`` are standard normals; the position offsets are clipped to +/- 1.5
+  standard deviations so that no two cars start overlapping (highway-env does not clip). Overtaking
+  means moving into the other player's lane, against its traffic.
+* Vehicles are 5 m x 2 m rectangles moving by highway-env's kinematic bicycle model (slip angle
+  ``beta = atan(tan(steering) / 2)``, heading rate ``speed * sin(beta) / (length / 2)``), speed kept in
+  [-40, 40] m/s, integrated by explicit Euler at ``simulation_frequency`` (15 Hz); the players decide
+  at ``policy_frequency`` (1 Hz), so one env step is ``simulation_frequency // policy_frequency``
+  sub-steps in a ``lax.fori_loop`` (both are static fields of the params: changing them recompiles).
+
+**Actions** (``Discrete(5)``, highway-env's ``DiscreteMetaAction``): 0 ``LANE_LEFT`` (toward the
+opposing lane: left of one's own direction of travel), 1 ``IDLE``, 2 ``LANE_RIGHT`` (back to one's
+own lane), 3 ``FASTER``, 4 ``SLOWER``. FASTER/SLOWER move the target speed to the next/previous of
+``(target_speed_low, mid, target_speed_high)`` = (20, 25, 30) m/s counted from the *current* speed's
+nearest level (as highway-env's ``MDPVehicle``). Two low-level controllers track the targets every
+sub-step, with highway-env's gains: speed ``a = (target - v) / 0.6 s``; steering a cascade lateral
+position (1 / 0.6 s) -> lateral speed -> heading (1 / 0.2 s) -> heading rate -> steering angle, the
+heading reference within +/- 45 degrees of the lane's, steering clipped to +/- 60 degrees.
+
+**Traffic** follows the Intelligent Driver Model with highway-env's constants -- maximum
+acceleration ``idm_acc_max`` 6 m/s^2 (the clip), comfort acceleration ``idm_comfort_acc`` 3,
+comfort deceleration ``idm_comfort_dec`` -5, jam distance ``idm_distance`` 5 m + length, time gap
+``idm_time_gap`` 1.5 s, exponent ``idm_delta`` 4 -- and keeps its lane (no MOBIL, as in
+``two-way-v0``, which disables lane changes) with the same steering controller. Its desired speed is
+its initial speed clipped to ``speed_limit`` (20 m/s: highway-env clips IDM's target to the lane's
+speed limit, and a ``StraightLane``'s default is 20), so traffic settles at 20 m/s. The car it
+follows is the nearest vehicle of any kind (traffic, player, crashed wreck) ahead of it whose centre
+is within ``lane_width / 2 + 1`` m of its lane's centre line -- so a player overtaking in the
+opposing lane is "ahead" of the oncoming cars, which brake hard for it, as in highway-env.
+
+**Collisions**: every pair of vehicles is tested by the separating-axis theorem on their oriented
+rectangles, and, as highway-env's "will intersect" test, also swept over the next sub-step at the
+current velocities (:func:`rectangles_overlap`). A vehicle involved is ``crashed`` for good: it
+steers straight and brakes with ``a = -v`` to a stop (highway-env's rule) and stays on the road as an
+obstacle. A crashed player is ``terminated`` and gets no more reward; the other plays on.
+
+**Road ends**: a vehicle whose centre leaves ``[0, road_length]`` is removed (frozen, no longer
+collides, observed or followed). A player that drives off its far end is ``terminated`` without
+penalty (it has "arrived"). At 30 m/s from the start that takes about 26 s, longer than the default
+episode (``max_steps`` = 25 policy steps), so it only happens with longer episodes.
+
+**Rewards** per player per step (zero once terminated): ``speed_reward * clip((v_fwd - 20) / (30 -
+20), 0, 1)`` (highway-env's normalised high-speed term, ``v_fwd`` the speed along one's direction of
+travel at the end of the step, range ``reward_speed_low..high``) + ``own_lane_reward`` when the
+car's centre is in its own lane + ``crash_reward`` on the step it crashes. The intent: a game of
+chicken with a catastrophic tail. Stuck behind 20 m/s traffic a player earns little; overtaking
+through the opposing lane earns the speed term sooner -- more on average against an opponent that
+yields (stays in its lane, slows down) -- but two aggressive players, or one that misjudges the
+oncoming traffic, crash: ``crash_reward`` plus every reward the rest of the episode would have paid.
+
+**Observation** (per player, float32, flattened ``(1 + observed_vehicles) * 5``): highway-env's
+``Kinematics`` -- rows ``(presence, x, y, vx, vy)``: first the player itself (absolute), then the
+``observed_vehicles`` (4) nearest other vehicles in front of it or at most 10 m behind (by distance
+along the road, within 200 m), relative to it; absent rows are zeros. Features are scaled as
+highway-env does, ``x / 200``, ``y / (2 lane_width)``, ``vx / 80``, ``vy / 80``, then clipped to
+[-1, 1]. Everything is in the player's own frame: ``player_1`` sees the world turned half a turn
+about the road's centre, so both players see themselves driving toward ``+x`` in the lane at
+``y = lane_width`` from ``x = start_x`` -- exactly what highway-env's ego sees.
+
+``info`` (dicts keyed by agent): ``crashed`` (bool, True on the step the player crashes),
+``speed`` (m/s at the end of the step), ``progress`` (metres travelled along its direction this
+step).
+
+What differs from highway-env, and why: two controlled vehicles instead of one (the game); a crash
+is flagged at once when rectangles overlap or will overlap within a sub-step, without the small
+push-apart (``impact``) highway-env applies a sub-step later; traffic never changes lanes; the
+speed reward uses the actual forward speed (as ``highway-v0``) rather than ``two-way-v0``'s target
+speed index, and the lane term rewards one's own lane (``two-way-v0`` rewards the left lane and
+counts it in a separate constraint signal); float32 instead of float64.
+
+Example::
+
+    import jax, envs
+    env, params = envs.make("two_way")
+    obs, state = env.reset(jax.random.key(0), params)        # obs["player_0"].shape == (25,)
+    actions = {"player_0": 0, "player_1": 1}                  # player_0 pulls out, player_1 idles
+    obs, state, rewards, terminated, truncated, info = env.step(
+        jax.random.key(1), state, actions, params)
+    info["progress"]["player_0"]                              # ~30 m in the 1 s step
+    frame = env.render(state, params)                         # (H, W, 3) uint8
+
+See ``envs.media`` to save an episode as a PNG strip or a GIF.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from envs import spaces
+from envs.core import EnvParams, EnvState, MultiAgentEnv
+
+LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = 0, 1, 2, 3, 4
+ACTION_NAMES = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
+
+# highway-env's vehicle geometry and low-level controller (vehicle/kinematics.py, controller.py)
+LENGTH = 5.0  # m
+WIDTH = 2.0  # m
+MAX_SPEED = 40.0  # m/s (and -40 the minimum)
+TAU_ACC = 0.6  # s: speed controller time constant
+TAU_HEADING = 0.2  # s
+TAU_LATERAL = 0.6  # s
+MAX_STEERING = np.pi / 3  # rad
+NUM_SPEED_LEVELS = 3  # target speeds linspace(low, high, 3): 20, 25, 30 m/s
+
+# highway-env's Kinematics observation: feature ranges and reach
+OBS_X_RANGE = 5.0 * MAX_SPEED  # 200 m
+OBS_V_RANGE = 2.0 * MAX_SPEED  # 80 m/s
+PERCEPTION_DISTANCE = 5.0 * MAX_SPEED  # 200 m
+SEE_BEHIND = 2.0 * LENGTH  # 10 m: vehicles further behind than this are not observed
+NUM_FEATURES = 5  # presence, x, y, vx, vy
+
+_POS_NOISE_CLIP = 1.5  # start offsets clipped to +/- 1.5 standard deviations (no overlaps)
+_NOT_ZERO = 1e-2  # highway-env's utils.not_zero
+
+
+@struct.dataclass
+class TwoWayState(EnvState):
+    """Per-vehicle arrays, shape ``(V,)`` with ``V = 2 + 2 (cars_ahead + cars_oncoming)``.
+
+    Vehicle order: ``player_0``, ``player_1``, then the traffic (see ``TwoWay.vehicle_groups``).
+    ``x``, ``y`` (m, world frame), ``heading`` (rad, 0 = east), ``speed`` (m/s), ``target_speed``
+    (m/s: a player's cruise set-point; a car's IDM desired speed), ``target_y`` (m: the centre
+    line of the lane the vehicle steers to), ``crashed`` and ``active`` (bool: on the road);
+    ``impact`` ``(V, 2)`` (m) and ``impact_pending`` (bool): highway-env's collision push, applied
+    (and the car crashed) on the next sub-step after a "will intersect".
+    """
+
+    x: jax.Array
+    y: jax.Array
+    heading: jax.Array
+    speed: jax.Array
+    target_speed: jax.Array
+    target_y: jax.Array
+    crashed: jax.Array
+    active: jax.Array
+    impact: jax.Array
+    impact_pending: jax.Array
+
+
+def _static(default):
+    return struct.field(pytree_node=False, default=default)
+
+
+@struct.dataclass
+class TwoWayParams(EnvParams):
+    """The numbers of the game (module docstring). Frequencies are static (they fix loop counts)."""
+
+    max_steps: int = 25  # policy steps (seconds at 1 Hz)
+    simulation_frequency: int = _static(15)  # Hz, sub-steps of the physics
+    policy_frequency: int = _static(1)  # Hz, decisions
+    # road
+    road_length: float = 800.0  # m
+    lane_width: float = 4.0  # m
+    speed_limit: float = 20.0  # m/s, caps IDM's desired speed (highway-env's lane default)
+    # players
+    start_x: float = 30.0  # m from the player's own road end
+    start_speed: float = 30.0  # m/s (the target speed starts at its nearest level)
+    target_speed_low: float = 20.0  # m/s, slowest of the three cruise levels
+    target_speed_high: float = 30.0  # m/s, fastest
+    # traffic ahead of each player, in its lane (highway-env's ego-direction traffic)
+    traffic_start: float = 70.0  # m from the lane's start
+    traffic_spacing: float = 40.0  # m
+    traffic_pos_std: float = 10.0  # m
+    traffic_speed: float = 24.0  # m/s
+    traffic_speed_std: float = 2.0  # m/s
+    # extra oncoming traffic (highway-env's pattern, used when cars_oncoming > 0)
+    oncoming_start: float = 200.0  # m from the lane's far end
+    oncoming_spacing: float = 100.0  # m
+    oncoming_pos_std: float = 10.0  # m
+    oncoming_speed: float = 20.0  # m/s
+    oncoming_speed_std: float = 5.0  # m/s
+    # IDM (highway-env's IDMVehicle)
+    idm_acc_max: float = 6.0  # m/s^2, clip of the IDM acceleration
+    idm_comfort_acc: float = 3.0  # m/s^2
+    idm_comfort_dec: float = -5.0  # m/s^2
+    idm_distance: float = 10.0  # m, jam distance: 5 m + vehicle length
+    idm_time_gap: float = 1.5  # s
+    idm_delta: float = 4.0  # exponent of the free-road term
+    # rewards
+    speed_reward: float = 0.8  # weight of the normalised speed term
+    reward_speed_low: float = 20.0  # m/s -> 0
+    reward_speed_high: float = 30.0  # m/s -> 1
+    own_lane_reward: float = 0.1  # per step with the car's centre in its own lane
+    crash_reward: float = -5.0  # on the step a player crashes
+
+
+# ----------------------------------------------------------------------------- geometry
+def _wrap_to_pi(a: jax.Array) -> jax.Array:
+    return jnp.mod(a + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
+def _not_zero(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.abs(x) > _NOT_ZERO, x, jnp.where(x >= 0, _NOT_ZERO, -_NOT_ZERO))
+
+
+def rectangle_collision(
+    centre_a: jax.Array,
+    heading_a: jax.Array,
+    centre_b: jax.Array,
+    heading_b: jax.Array,
+    displacement: jax.Array | None = None,
+    length: float = LENGTH,
+    width: float = WIDTH,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Separating-axis test of two oriented rectangles, as highway-env's ``are_polygons_intersecting``.
+
+    Broadcasts over leading axes. The four candidate axes are the rectangles' edge normals
+    (``a``'s long and short axes, then ``b``'s); touching counts as overlap.
+
+    Args:
+      centre_a, centre_b: ``(..., 2)`` centres (m).
+      heading_a, heading_b: ``(...)`` headings (rad) of the long sides.
+      displacement: ``(..., 2)`` motion of ``a`` relative to ``b`` over the coming step
+        (``(v_a - v_b) dt``, m); None for none.
+      length, width: the size of both rectangles (m).
+
+    Returns:
+      ``(intersecting, will_intersect, translation)``: ``(...)`` bool -- the rectangles overlap now;
+      ``(...)`` bool -- ``a`` swept along ``displacement`` meets ``b``; ``(..., 2)`` -- the shortest
+      push, along one of the axes and away from ``b``, that ends the swept overlap (meaningful
+      where ``will_intersect``).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> a, b = jnp.array([0.0, 0.0]), jnp.array([4.0, 0.0])   # 5 m cars, 1 m overlap
+        >>> [bool(r) for r in rectangle_collision(a, 0.0, b, 0.0)[:2]]
+        [True, True]
+        >>> gap = jnp.array([6.0, 0.0])                           # 1 m apart, closing 2 m
+        >>> [bool(r) for r in rectangle_collision(a, 0.0, gap, 0.0, jnp.array([2.0, 0.0]))[:2]]
+        [False, True]
+    """
+    shape = jnp.broadcast_shapes(
+        jnp.shape(centre_a)[:-1],
+        jnp.shape(centre_b)[:-1],
+        jnp.shape(heading_a),
+        jnp.shape(heading_b),
+    )
+    ca, sa = jnp.cos(heading_a), jnp.sin(heading_a)
+    cb, sb = jnp.cos(heading_b), jnp.sin(heading_b)
+    hl, hw = 0.5 * length, 0.5 * width
+    d = centre_b - centre_a
+    intersecting = jnp.ones(shape, jnp.bool_)
+    will = jnp.ones(shape, jnp.bool_)
+    best = jnp.full(shape, jnp.inf)
+    tx = jnp.zeros(shape)
+    ty = jnp.zeros(shape)
+    for nx, ny in ((ca, sa), (-sa, ca), (cb, sb), (-sb, cb)):
+        ra = hl * jnp.abs(ca * nx + sa * ny) + hw * jnp.abs(-sa * nx + ca * ny)
+        rb = hl * jnp.abs(cb * nx + sb * ny) + hw * jnp.abs(-sb * nx + cb * ny)
+        pa = centre_a[..., 0] * nx + centre_a[..., 1] * ny
+        pb = centre_b[..., 0] * nx + centre_b[..., 1] * ny
+        min_a, max_a, min_b, max_b = pa - ra, pa + ra, pb - rb, pb + rb
+        intersecting = intersecting & ~(_interval_distance(min_a, max_a, min_b, max_b) > 0)
+        if displacement is not None:
+            p = displacement[..., 0] * nx + displacement[..., 1] * ny
+            min_a = min_a + jnp.minimum(p, 0.0)
+            max_a = max_a + jnp.maximum(p, 0.0)
+        dist = _interval_distance(min_a, max_a, min_b, max_b)
+        will = will & ~(dist > 0)
+        closer = jnp.abs(dist) < best
+        sign = jnp.where(d[..., 0] * nx + d[..., 1] * ny < 0, 1.0, -1.0)  # away from b
+        best = jnp.where(closer, jnp.abs(dist), best)
+        tx = jnp.where(closer, sign * nx, tx)
+        ty = jnp.where(closer, sign * ny, ty)
+    translation = jnp.stack([best * tx, best * ty], axis=-1)
+    return intersecting, will, translation
+
+
+def _interval_distance(min_a, max_a, min_b, max_b):
+    """Gap between intervals (negative when they overlap), highway-env's ``interval_distance``."""
+    return jnp.where(min_a < min_b, min_b - max_a, min_a - max_b)
+
+
+def rectangles_overlap(
+    centre_a: jax.Array,
+    heading_a: jax.Array,
+    centre_b: jax.Array,
+    heading_b: jax.Array,
+    length: float = LENGTH,
+    width: float = WIDTH,
+) -> jax.Array:
+    """Do oriented rectangles overlap now? ``(...)`` bool; see :func:`rectangle_collision`.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> bool(rectangles_overlap(jnp.zeros(2), 0.0, jnp.array([3.0, 2.5]), 1.0))
+        True
+    """
+    return rectangle_collision(centre_a, heading_a, centre_b, heading_b, None, length, width)[0]
+
+
+# ----------------------------------------------------------------------------- the game
+class TwoWay(MultiAgentEnv):
+    """Two-way overtaking, a two-player driving game of chicken (see the module docstring).
+
+    Args:
+      cars_ahead: IDM cars ahead of each player in its own lane (highway-env: 3). Static.
+      cars_oncoming: extra cars per direction on highway-env's oncoming pattern (default 0).
+      observed_vehicles: how many other vehicles each observation lists (highway-env: 4).
+      render_px_per_m: pixels per metre of the two close-up panels of ``render``.
+      render_view_m: metres of road each close-up panel shows.
+    """
+
+    agents = ("player_0", "player_1")
+    render_modes = ("rgb_array",)
+
+    def __init__(
+        self,
+        cars_ahead: int = 3,
+        cars_oncoming: int = 0,
+        observed_vehicles: int = 4,
+        render_px_per_m: int = 5,
+        render_view_m: float = 120.0,
+    ):
+        for name, value, low in (
+            ("cars_ahead", cars_ahead, 0),
+            ("cars_oncoming", cars_oncoming, 0),
+            ("observed_vehicles", observed_vehicles, 1),
+            ("render_px_per_m", render_px_per_m, 1),
+        ):
+            if int(value) != value or int(value) < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not float(render_view_m) > 2 * LENGTH:
+            raise ValueError(f"render_view_m must exceed {2 * LENGTH} m, got {render_view_m!r}")
+        self.cars_ahead = int(cars_ahead)
+        self.cars_oncoming = int(cars_oncoming)
+        self.observed_vehicles = int(observed_vehicles)
+        self.render_px_per_m = int(render_px_per_m)
+        self.render_view_m = float(render_view_m)
+        k, m = self.cars_ahead, self.cars_oncoming
+        self.num_vehicles = 2 + 2 * (k + m)
+        # direction of travel of each vehicle: +1 east, -1 west (static)
+        east = [True, False] + [True] * k + [False] * k + [False] * m + [True] * m
+        self.direction = np.where(east, 1.0, -1.0).astype(np.float32)
+        self.vehicle_groups = {
+            "players": (0, 2),
+            "ahead_east": (2, 2 + k),  # player_0's traffic
+            "ahead_west": (2 + k, 2 + 2 * k),  # player_1's traffic
+            "oncoming_west": (2 + 2 * k, 2 + 2 * k + m),
+            "oncoming_east": (2 + 2 * k + m, 2 + 2 * k + 2 * m),
+        }
+        rows = 1 + self.observed_vehicles
+        low = np.tile(np.array([0.0, -1.0, -1.0, -1.0, -1.0], np.float32), rows)
+        self._obs_space = spaces.Box(low, np.ones_like(low), (rows * NUM_FEATURES,), np.float32)
+
+    # --------------------------------------------------------------------- protocol
+    def default_params(self) -> TwoWayParams:
+        return TwoWayParams()
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return spaces.Discrete(5)
+
+    def reset_env(self, key, params):
+        k, m = self.cars_ahead, self.cars_oncoming
+        n_traffic = 2 * (k + m)
+        length, width = params.road_length, params.lane_width
+        z = jax.random.normal(key, (2, max(n_traffic, 1)))[:, :n_traffic]
+        zpos = jnp.clip(z[0], -_POS_NOISE_CLIP, _POS_NOISE_CLIP)
+        i_k = jnp.arange(k, dtype=jnp.float32)
+        i_m = jnp.arange(m, dtype=jnp.float32)
+        # distance of each car from its own lane's start (the end its direction starts from)
+        ahead = params.traffic_start + params.traffic_spacing * i_k
+        oncoming = length - (params.oncoming_start + params.oncoming_spacing * i_m)
+        s = jnp.concatenate([ahead, ahead, oncoming, oncoming])
+        pos_std = jnp.concatenate(
+            [
+                jnp.full((2 * k,), params.traffic_pos_std),
+                jnp.full((2 * m,), params.oncoming_pos_std),
+            ]
+        )
+        # highway-env draws the oncoming offset along the oncoming lane's own direction
+        s = s + pos_std * jnp.where(jnp.arange(n_traffic) < 2 * k, 1.0, -1.0) * zpos
+        speed = jnp.concatenate(
+            [
+                params.traffic_speed + params.traffic_speed_std * z[1, : 2 * k],
+                params.oncoming_speed + params.oncoming_speed_std * z[1, 2 * k :],
+            ]
+        )
+        s_all = jnp.concatenate([jnp.stack([params.start_x, params.start_x]), s])
+        speed_all = jnp.concatenate([jnp.stack([params.start_speed, params.start_speed]), speed])
+        d = jnp.asarray(self.direction)
+        x = jnp.where(d > 0, s_all, length - s_all)
+        y = jnp.where(d > 0, width, 0.0) * jnp.ones_like(x)
+        level = self._speed_level(params.start_speed, params)
+        target_speed = speed_all.at[:2].set(self._level_speed(level, params))
+        state = TwoWayState(
+            time=jnp.int32(0),
+            x=x,
+            y=y,
+            heading=jnp.where(d > 0, 0.0, jnp.pi).astype(jnp.float32),
+            speed=speed_all.astype(jnp.float32),
+            target_speed=target_speed.astype(jnp.float32),
+            target_y=y,
+            crashed=jnp.zeros((self.num_vehicles,), jnp.bool_),
+            active=(x >= 0) & (x <= length),
+            impact=jnp.zeros((self.num_vehicles, 2), jnp.float32),
+            impact_pending=jnp.zeros((self.num_vehicles,), jnp.bool_),
+        )
+        return self._observe(state, params), state
+
+    def step_env(self, key, state, actions, params):
+        d = jnp.asarray(self.direction)
+        alive = self._alive(state)  # (2,) before the step
+        # a finished player may be left out of ``actions`` (PettingZoo drops it): it idles
+        acts = jnp.stack([jnp.asarray(actions.get(a, IDLE), jnp.int32) for a in self.agents])
+        state = self._meta_action(state, acts, alive, params)
+        x0 = state.x[:2]
+        crashed0 = state.crashed[:2]
+        n_sub = self._substeps(params)
+        state = jax.lax.fori_loop(0, n_sub, lambda _, s: self._substep(s, params), state)
+
+        speed = state.speed[:2]
+        fwd = speed * jnp.cos(state.heading[:2] - self._lane_heading(d[:2]))
+        norm = (fwd - params.reward_speed_low) / (
+            params.reward_speed_high - params.reward_speed_low
+        )
+        own_y = jnp.where(d[:2] > 0, params.lane_width, 0.0)
+        in_own = jnp.abs(state.y[:2] - own_y) < 0.5 * params.lane_width
+        crashed_now = state.crashed[:2] & ~crashed0
+        reward = (
+            params.speed_reward * jnp.clip(norm, 0.0, 1.0)
+            + params.own_lane_reward * in_own.astype(jnp.float32)
+            + params.crash_reward * crashed_now.astype(jnp.float32)
+        )
+        reward = jnp.where(alive, reward, 0.0)
+        progress = d[:2] * (state.x[:2] - x0)
+        done = ~self._alive(state)
+        obs = self._observe(state, params)
+        agents = self.agents
+        rewards = {a: reward[i] for i, a in enumerate(agents)}
+        terminated = {a: done[i] for i, a in enumerate(agents)}
+        info = {
+            "crashed": {a: crashed_now[i] for i, a in enumerate(agents)},
+            "speed": {a: speed[i] for i, a in enumerate(agents)},
+            "progress": {a: progress[i] for i, a in enumerate(agents)},
+        }
+        return obs, state, rewards, terminated, info
+
+    # --------------------------------------------------------------------- state helpers
+    def make_state(
+        self,
+        x,
+        y,
+        heading,
+        speed,
+        target_speed=None,
+        target_y=None,
+        crashed=None,
+        active=None,
+        time: int = 0,
+    ) -> TwoWayState:
+        """A state from per-vehicle values (``V`` each; tests and scripted scenarios).
+
+        ``target_speed`` defaults to the speed (players: its nearest cruise level is *not* applied;
+        pass it), ``target_y`` to the nearest lane centre (``0`` or ``lane_width = 4``),
+        ``crashed`` to False and ``active`` to True.
+        """
+        f = lambda v: jnp.asarray(v, jnp.float32).reshape(self.num_vehicles)
+        x, y, heading, speed = f(x), f(y), f(heading), f(speed)
+        return TwoWayState(
+            time=jnp.int32(time),
+            x=x,
+            y=y,
+            heading=heading,
+            speed=speed,
+            target_speed=speed if target_speed is None else f(target_speed),
+            target_y=jnp.where(y > 2.0, 4.0, 0.0) if target_y is None else f(target_y),
+            crashed=jnp.zeros(self.num_vehicles, bool)
+            if crashed is None
+            else jnp.asarray(crashed, bool).reshape(self.num_vehicles),
+            active=jnp.ones(self.num_vehicles, bool)
+            if active is None
+            else jnp.asarray(active, bool).reshape(self.num_vehicles),
+            impact=jnp.zeros((self.num_vehicles, 2), jnp.float32),
+            impact_pending=jnp.zeros(self.num_vehicles, bool),
+        )
+
+    def _substeps(self, params) -> int:
+        sim, pol = int(params.simulation_frequency), int(params.policy_frequency)
+        if pol < 1 or sim < pol:
+            raise ValueError(
+                f"need simulation_frequency >= policy_frequency >= 1, got {sim} and {pol}"
+            )
+        return sim // pol
+
+    @staticmethod
+    def _lane_heading(d):
+        return jnp.where(d > 0, 0.0, jnp.pi)
+
+    @staticmethod
+    def _alive(state) -> jax.Array:
+        """``(2,)``: the players still in the game (not crashed, still on the road)."""
+        return state.active[:2] & ~state.crashed[:2]
+
+    @staticmethod
+    def _speed_level(speed, params):
+        """Nearest cruise level index (0, 1, 2) of ``speed``; half-way rounds to even (numpy's)."""
+        frac = (speed - params.target_speed_low) / (
+            params.target_speed_high - params.target_speed_low
+        )
+        return jnp.clip(jnp.round(frac * (NUM_SPEED_LEVELS - 1)), 0, NUM_SPEED_LEVELS - 1)
+
+    @staticmethod
+    def _level_speed(level, params):
+        step = (params.target_speed_high - params.target_speed_low) / (NUM_SPEED_LEVELS - 1)
+        return params.target_speed_low + step * level
+
+    def _meta_action(self, state, acts, alive, params):
+        """Apply the players' meta-actions to their targets (crashed/removed players: no-op)."""
+        d = jnp.asarray(self.direction[:2])
+        own_y = jnp.where(d > 0, params.lane_width, 0.0)
+        other_y = params.lane_width - own_y
+        level = self._speed_level(state.speed[:2], params)
+        new_level = jnp.clip(
+            level + (acts == FASTER).astype(jnp.float32) - (acts == SLOWER).astype(jnp.float32),
+            0,
+            NUM_SPEED_LEVELS - 1,
+        )
+        speed_act = ((acts == FASTER) | (acts == SLOWER)) & alive
+        tspeed = jnp.where(speed_act, self._level_speed(new_level, params), state.target_speed[:2])
+        ty = state.target_y[:2]
+        ty = jnp.where((acts == LANE_LEFT) & alive, other_y, ty)
+        ty = jnp.where((acts == LANE_RIGHT) & alive, own_y, ty)
+        return state.replace(
+            target_speed=state.target_speed.at[:2].set(tspeed),
+            target_y=state.target_y.at[:2].set(ty),
+        )
+
+    # --------------------------------------------------------------------- physics
+    def _substep(self, state: TwoWayState, params: TwoWayParams) -> TwoWayState:
+        """One ``1 / simulation_frequency`` s step of every vehicle: control, motion, collisions."""
+        dt = 1.0 / params.simulation_frequency
+        d = jnp.asarray(self.direction)
+        x, y, h, v = state.x, state.y, state.heading, state.speed
+        lane_h = self._lane_heading(d)
+        safe_v = _not_zero(v)
+
+        # steering: highway-env's ControlledVehicle.steering_control (straight lanes)
+        lateral = d * (y - state.target_y)  # lateral offset in the lane's frame
+        lat_speed_cmd = -lateral / TAU_LATERAL
+        heading_cmd = jnp.arcsin(jnp.clip(lat_speed_cmd / safe_v, -1.0, 1.0))
+        heading_ref = lane_h + jnp.clip(heading_cmd, -jnp.pi / 4, jnp.pi / 4)
+        rate_cmd = _wrap_to_pi(heading_ref - h) / TAU_HEADING
+        slip = jnp.arcsin(jnp.clip(0.5 * LENGTH / safe_v * rate_cmd, -1.0, 1.0))
+        steer = jnp.clip(jnp.arctan(2.0 * jnp.tan(slip)), -MAX_STEERING, MAX_STEERING)
+
+        # acceleration: players track their cruise speed, traffic follows IDM
+        acc_players = (state.target_speed[:2] - v[:2]) / TAU_ACC
+        acc_traffic = self._idm(state, params)
+        acc = jnp.concatenate([acc_players, acc_traffic])
+
+        # highway-env's clip_actions: a crashed vehicle steers straight and brakes to a stop
+        steer = jnp.where(state.crashed, 0.0, steer)
+        acc = jnp.where(state.crashed, -v, acc)
+        acc = jnp.where(v > MAX_SPEED, jnp.minimum(acc, MAX_SPEED - v), acc)
+        acc = jnp.where(v < -MAX_SPEED, jnp.maximum(acc, -MAX_SPEED - v), acc)
+
+        # kinematic bicycle, explicit Euler (position, then heading, then speed); a pending
+        # impact from the last sub-step's "will intersect" pushes the car and crashes it
+        beta = jnp.arctan(0.5 * jnp.tan(steer))
+        move = state.active
+        pending = state.impact_pending & move
+        nx = x + v * jnp.cos(h + beta) * dt + jnp.where(pending, state.impact[:, 0], 0.0)
+        ny = y + v * jnp.sin(h + beta) * dt + jnp.where(pending, state.impact[:, 1], 0.0)
+        nx, ny = jnp.where(move, nx, x), jnp.where(move, ny, y)
+        nh = jnp.where(move, h + v * jnp.sin(beta) / (0.5 * LENGTH) * dt, h)
+        nv = jnp.where(move, v + acc * dt, v)
+        crashed = state.crashed | pending
+        active = move & (nx >= 0.0) & (nx <= params.road_length)
+
+        # collisions, every pair (a = the lower index, as highway-env's loop over i < j)
+        n = self.num_vehicles
+        idx = jnp.arange(n)
+        centre = jnp.stack([nx, ny], axis=-1)
+        vel = nv[:, None] * jnp.stack([jnp.cos(nh), jnp.sin(nh)], axis=-1)
+        intersect, will, push = rectangle_collision(
+            centre[:, None, :],
+            nh[:, None],
+            centre[None, :, :],
+            nh[None, :],
+            (vel[:, None, :] - vel[None, :, :]) * dt,
+        )
+        # highway-env's bounding-circle pre-check (with the lower-index car's own travel)
+        dist2 = jnp.sum((centre[:, None, :] - centre[None, :, :]) ** 2, axis=-1)
+        reach = np.hypot(LENGTH, WIDTH) + nv[:, None] * dt
+        pair = (
+            (idx[:, None] < idx[None, :])
+            & active[:, None]
+            & active[None, :]
+            & (dist2 <= reach * jnp.abs(reach))
+        )
+        intersect = intersect & pair
+        will = will & pair
+        crashed = crashed | jnp.any(intersect | intersect.T, axis=1)
+        # the impact: half the push each, the later pair in highway-env's loop order wins
+        will_sym = will | will.T
+        order = jnp.where(idx[None, :] > idx[:, None], n + idx[None, :], idx[None, :])
+        order = jnp.where(will_sym, order, -1)
+        last = (order == jnp.max(order, axis=1, keepdims=True)) & will_sym
+        half = 0.5 * jnp.where(
+            (idx[:, None] < idx[None, :])[..., None], push, -push.transpose(1, 0, 2)
+        )
+        impact = jnp.sum(last[..., None] * half, axis=1)
+        return state.replace(
+            x=nx,
+            y=ny,
+            heading=nh,
+            speed=nv,
+            active=active,
+            crashed=crashed,
+            impact=impact,
+            impact_pending=jnp.any(will_sym, axis=1),
+        )
+
+    def _idm(self, state: TwoWayState, params: TwoWayParams) -> jax.Array:
+        """IDM accelerations ``(V - 2,)`` of the traffic (highway-env's ``IDMVehicle``)."""
+        n = self.num_vehicles
+        if n == 2:
+            return jnp.zeros((0,), jnp.float32)
+        d = jnp.asarray(self.direction)
+        dt_ = d[2:, None]  # (T, 1) the follower's direction = its lane's
+        lane_y = jnp.where(d[2:] > 0, params.lane_width, 0.0)[:, None]
+        v = state.speed
+        vx, vy = v * jnp.cos(state.heading), v * jnp.sin(state.heading)
+        gap = dt_ * (state.x[None, :] - state.x[2:, None])  # (T, V) along the follower's lane
+        on_lane = jnp.abs(state.y[None, :] - lane_y) <= 0.5 * params.lane_width + 1.0
+        not_self = ~jnp.eye(n, dtype=bool)[2:]
+        cand = on_lane & (gap >= 0.0) & state.active[None, :] & not_self
+        g = jnp.where(cand, gap, jnp.inf)
+        g_min = jnp.min(g, axis=1)  # (T,)
+        has_front = jnp.isfinite(g_min)
+        pick = (g == g_min[:, None]) & cand
+        pick = pick.astype(jnp.float32) / jnp.maximum(jnp.sum(pick, axis=1, keepdims=True), 1.0)
+        cos_f, sin_f = jnp.cos(state.heading[2:]), jnp.sin(state.heading[2:])
+        # projected speed difference (ego velocity - front velocity) . ego direction
+        dv = (vx[2:] - pick @ vx) * cos_f + (vy[2:] - pick @ vy) * sin_f
+        ego_v = v[2:]
+        desired = jnp.clip(state.target_speed[2:], 0.0, params.speed_limit)
+        acc = params.idm_comfort_acc * (
+            1.0 - jnp.power(jnp.maximum(ego_v, 0.0) / jnp.abs(_not_zero(desired)), params.idm_delta)
+        )
+        ab = -params.idm_comfort_acc * params.idm_comfort_dec
+        d_star = (
+            params.idm_distance + ego_v * params.idm_time_gap + ego_v * dv / (2.0 * jnp.sqrt(ab))
+        )
+        interaction = (
+            params.idm_comfort_acc * (d_star / _not_zero(jnp.where(has_front, g_min, 1.0))) ** 2
+        )
+        acc = acc - jnp.where(has_front, interaction, 0.0)
+        return jnp.clip(acc, -params.idm_acc_max, params.idm_acc_max)
+
+    # --------------------------------------------------------------------- observation
+    def _observe(self, state: TwoWayState, params: TwoWayParams) -> dict[str, jax.Array]:
+        n, k_obs = self.num_vehicles, self.observed_vehicles
+        d = jnp.asarray(self.direction)
+        vx = state.speed * jnp.cos(state.heading)
+        vy = state.speed * jnp.sin(state.heading)
+        scale = jnp.stack(
+            [jnp.float32(1.0), OBS_X_RANGE, 2.0 * params.lane_width, OBS_V_RANGE, OBS_V_RANGE]
+        )
+        idx = jnp.arange(n)
+        obs = {}
+        for i, agent in enumerate(self.agents):
+            di = d[i]
+            # the player's frame: turned half a turn about the road centre for player_1
+            fx = 0.5 * params.road_length + di * (state.x - 0.5 * params.road_length)
+            fy = 0.5 * params.lane_width + di * (state.y - 0.5 * params.lane_width)
+            fvx, fvy = di * vx, di * vy
+            own = jnp.stack([jnp.float32(1.0), fx[i], fy[i], fvx[i], fvy[i]])
+            rel_x, rel_y = fx - fx[i], fy - fy[i]
+            cand = (
+                state.active
+                & (idx != i)
+                & (rel_x * rel_x + rel_y * rel_y < PERCEPTION_DISTANCE**2)
+                & (rel_x > -SEE_BEHIND)
+            )
+            key = jnp.where(cand, jnp.abs(rel_x), jnp.inf)
+            # rank of each vehicle by distance (ties: lower index first), without a sort
+            before = (key[None, :] < key[:, None]) | (
+                (key[None, :] == key[:, None]) & (idx[None, :] < idx[:, None])
+            )
+            rank = jnp.sum(before, axis=1)  # (V,)
+            select = ((rank[None, :] == jnp.arange(k_obs)[:, None]) & cand[None, :]).astype(
+                jnp.float32
+            )  # (k_obs, V) one-hot rows
+            feats = jnp.stack([jnp.ones(n), rel_x, rel_y, fvx - fvx[i], fvy - fvy[i]], axis=1)
+            rows = select @ feats  # (k_obs, 5), zero rows where fewer vehicles
+            table = jnp.concatenate([own[None, :], rows], axis=0) / scale
+            obs[agent] = jnp.clip(table, -1.0, 1.0).reshape(-1).astype(jnp.float32)
+        return obs
+
+    # --------------------------------------------------------------------- rendering
+    def render(self, state: TwoWayState, params: TwoWayParams | None = None) -> np.ndarray:
+        """A top-down frame (numpy uint8 ``(H, W, 3)``): a close-up around each player, and the road.
+
+        Top panel: ``render_view_m`` metres around ``player_0`` (looking ahead, east); middle:
+        around ``player_1`` (looking ahead, west); bottom strip: the whole road. World orientation
+        in every panel (east to the right, the eastbound lane below the westbound one, as
+        highway-env draws it). Colours: ``player_0`` blue, ``player_1`` orange, traffic light grey,
+        crashed vehicles red; a player's panel has a bar of its colour on the left.
+        """
+        params = self.default_params() if params is None else params
+        s = jax.tree.map(np.asarray, state)
+        length = float(params.road_length)
+        lw = float(params.lane_width)
+        px = self.render_px_per_m
+        view = self.render_view_m
+        width_px = int(round(view * px))
+        margin_m = 3.0
+        panels = []
+        for i in range(2):
+            di = float(self.direction[i])
+            centre = float(s.x[i]) + di * 0.25 * view
+            left = centre - 0.5 * view
+            panels.append(
+                self._draw_panel(
+                    s,
+                    left,
+                    view,
+                    px,
+                    width_px,
+                    -lw / 2 - margin_m,
+                    1.5 * lw + margin_m,
+                    lw,
+                    length,
+                    _PLAYER[i],
+                )
+            )
+        # overview: the whole road squeezed into the same width
+        ov_px = width_px / length
+        overview = self._draw_panel(
+            s,
+            0.0,
+            length,
+            ov_px,
+            width_px,
+            -lw / 2 - 1.0,
+            1.5 * lw + 1.0,
+            lw,
+            length,
+            None,
+            y_px=3.0,
+            min_size=(3, 3),
+        )
+        gap = np.full((3, width_px, 3), 255, np.uint8)
+        return np.concatenate([panels[0], gap, panels[1], gap, overview], axis=0)
+
+    def _draw_panel(
+        self,
+        s,
+        left,
+        view,
+        px,
+        width_px,
+        y_top,
+        y_bottom,
+        lw,
+        road_length,
+        bar,
+        y_px=None,
+        min_size=None,
+    ) -> np.ndarray:
+        y_px = px if y_px is None else y_px
+        height_px = int(round((y_bottom - y_top) * y_px))
+        img = np.empty((height_px, width_px, 3), np.uint8)
+        img[:] = _GRASS
+        col_x = left + (np.arange(width_px) + 0.5) / px  # world x of each pixel column
+        row_y = y_top + (np.arange(height_px) + 0.5) / y_px
+        on_road_x = (col_x >= 0) & (col_x <= road_length)
+        road_rows = (row_y >= -lw / 2) & (row_y <= 1.5 * lw)
+        img[np.ix_(road_rows, on_road_x)] = _ROAD
+
+        def hline(y_world, colour, dashed):
+            r = int(np.clip(np.floor((y_world - y_top) * y_px), 0, height_px - 1))
+            cols = on_road_x.copy()
+            if dashed:
+                cols &= np.mod(col_x, 10.0) < 5.0  # 5 m dashes every 10 m
+            img[r, cols] = colour
+
+        hline(-lw / 2, _LINE, False)
+        hline(1.5 * lw, _LINE, False)
+        hline(lw / 2, _LINE, True)
+        colours = [_PLAYER[0], _PLAYER[1]] + [_TRAFFIC] * (self.num_vehicles - 2)
+        order = list(range(2, self.num_vehicles)) + [0, 1]  # players drawn on top
+        for j in order:
+            if not s.active[j]:
+                continue
+            colour = _CRASHED if s.crashed[j] else colours[j]
+            self._draw_car(
+                img, s.x[j], s.y[j], s.heading[j], colour, left, y_top, px, y_px, min_size
+            )
+        if bar is not None:
+            img[:, :4] = bar
+        return img
+
+    @staticmethod
+    def _draw_car(img, x, y, heading, colour, left, y_top, px, y_px, min_size):
+        h_img, w_img = img.shape[:2]
+        c, s_ = float(np.cos(heading)), float(np.sin(heading))
+        half = 0.5 * np.hypot(LENGTH, WIDTH)
+        c0 = int(np.floor((x - half - left) * px))
+        c1 = int(np.ceil((x + half - left) * px))
+        r0 = int(np.floor((y - half - y_top) * y_px))
+        r1 = int(np.ceil((y + half - y_top) * y_px))
+        if c1 < 0 or c0 >= w_img or r1 < 0 or r0 >= h_img:
+            return
+        if min_size is not None:  # overview: a fixed little block at the car's place
+            cx, cy = int((x - left) * px), int((y - y_top) * y_px)
+            hw, hh = min_size
+            img[
+                max(cy - hh // 2, 0) : cy + hh - hh // 2, max(cx - hw // 2, 0) : cx + hw - hw // 2
+            ] = colour
+            return
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, w_img), min(r1, h_img)
+        xs = left + (np.arange(c0, c1) + 0.5) / px
+        ys = y_top + (np.arange(r0, r1) + 0.5) / y_px
+        dx = xs[None, :] - x
+        dy = ys[:, None] - y
+        along = dx * c + dy * s_
+        across = -dx * s_ + dy * c
+        body = (np.abs(along) <= LENGTH / 2) & (np.abs(across) <= WIDTH / 2)
+        inner = (np.abs(along) <= LENGTH / 2 - 1.5 / px) & (np.abs(across) <= WIDTH / 2 - 1.5 / px)
+        nose = inner & (along >= LENGTH / 2 - 1.0)  # a darker front metre shows the heading
+        patch = img[r0:r1, c0:c1]
+        patch[body] = _OUTLINE
+        patch[inner] = colour
+        patch[nose] = (np.asarray(colour) * 0.6).astype(np.uint8)
+
+
+# render colours (RGB)
+_GRASS = (110, 150, 90)
+_ROAD = (95, 95, 95)
+_LINE = (240, 240, 240)
+_OUTLINE = (20, 20, 20)
+_PLAYER = ((40, 90, 210), (240, 150, 30))
+_TRAFFIC = (200, 200, 200)
+_CRASHED = (220, 30, 30)
