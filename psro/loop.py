@@ -125,16 +125,34 @@ class PSROState:
 class PSRO:
     """The compiled PSRO loop for one game and config (see the module docstring)."""
 
-    def __init__(self, game: PSROGame, config: PSROConfig):
+    def __init__(self, game: PSROGame, config: PSROConfig, num_seeds: int | None = None):
+        """Args:
+        game, config: what to solve and how.
+        num_seeds: None for one run; an int S runs S independent seeds as one compiled program
+          (every phase ``jax.vmap``-ed over a leading seed axis of the state; needs a jittable
+          solver). Use ``seed_state(state, s)`` to look at one of them.
+        """
+        if num_seeds is not None and (not isinstance(num_seeds, int) or num_seeds < 1):
+            raise ValueError(f"num_seeds must be None or an int >= 1, got {num_seeds!r}")
+        if num_seeds is not None and not config.jit_solver:
+            raise ValueError("num_seeds needs a jittable solver (jit_solver=True)")
         self.game = game
         self.config = config
+        self.num_seeds = num_seeds
         self.n = game.env.num_agents
         self._oracle = oracles.get(config.oracle)
         self._solver = solvers.get(config.solver)
-        self._jit_oracle = jax.jit(self._oracle_phase)
-        self._jit_add = jax.jit(self._add_phase)
-        self._jit_eval = jax.jit(self._evaluate_phase)
-        self._jit_solve = jax.jit(self._solve_phase) if config.jit_solver else self._solve_phase
+
+        def compile_phase(fn):
+            return jax.jit(fn if num_seeds is None else jax.vmap(fn))
+
+        self._jit_init = compile_phase(self._init_state)
+        self._jit_oracle = compile_phase(self._oracle_phase)
+        self._jit_add = compile_phase(self._add_phase)
+        self._jit_eval = compile_phase(self._evaluate_phase)
+        self._jit_solve = (
+            compile_phase(self._solve_phase) if config.jit_solver else self._solve_phase
+        )
 
     # ------------------------------------------------------------------ phases (pure)
     def masks(self, counts: jax.Array) -> tuple[jax.Array, ...]:
@@ -205,7 +223,17 @@ class PSRO:
 
     # ------------------------------------------------------------------ driver
     def init(self, key: jax.Array) -> PSROState:
-        """Initial members (one per player), their profile evaluated, the meta-game solved."""
+        """Initial members (one per player), their profile evaluated, the meta-game solved.
+
+        With ``num_seeds=S`` the key is split into S run keys and the state has a leading S axis.
+        """
+        if self.num_seeds is not None:
+            key = jax.random.split(key, self.num_seeds)
+        state = self._jit_init(key)
+        state = self._jit_eval(state)
+        return self._jit_solve(state)
+
+    def _init_state(self, key: jax.Array) -> PSROState:
         cap = self.config.capacity
         key, *subs = jax.random.split(key, self.n + 1)
         pops = []
@@ -213,7 +241,7 @@ class PSRO:
             member = self.game.member_init(subs[i], i)
             pops.append(mpop.population_add(mpop.population_init(member, cap), member))
         sigma = jnp.zeros((self.n, cap), jnp.float32).at[:, 0].set(1.0)
-        state = PSROState(
+        return PSROState(
             populations=tuple(pops),
             metagame=mgame.metagame_init(self.n, cap, self.event_names()),
             meta_strategy=sigma,
@@ -221,8 +249,6 @@ class PSRO:
             key=key,
             iteration=jnp.int32(0),
         )
-        state = self._jit_eval(state)
-        return self._jit_solve(state)
 
     def step(self, state: PSROState) -> PSROState:
         """One PSRO iteration (oracle, add, evaluate, solve); each phase is a compiled function."""
@@ -252,6 +278,12 @@ class PSRO:
             "time_solve": t3 - t2,
         }
         return state.replace(iteration=state.iteration + 1), info
+
+    def seed_state(self, state: PSROState, seed: int) -> PSROState:
+        """One run's state out of a ``num_seeds`` batch (identity for a single run)."""
+        if self.num_seeds is None:
+            return state
+        return jax.tree.map(lambda x: x[seed], state)
 
     def event_names(self) -> tuple[str, ...]:
         """The env's per-agent ``info`` event flags (e.g. ``crashed``), which the meta-game tracks."""

@@ -226,3 +226,31 @@ def test_unknown_oracle_and_solver_settings_fail_before_any_work():
         PSROConfig(oracle="exact", oracle_kwargs={"gama": 0.1})
     with pytest.raises(ValueError, match="no hyperparameter 'gama'"):
         PSROConfig(solver="rae", solver_kwargs={"gama": 0.1})
+
+
+def test_batched_seeds_match_single_runs():
+    """num_seeds=S runs S seeds as one program; each equals the single run with its key."""
+    hyper = {"gamma": 1.0, "eps": 0.1}
+    game = matrix_game("matrix/high_risk", reward_noise=1.0)
+    cfg = PSROConfig(
+        capacity=5,
+        episodes=4,
+        solver="rae",
+        solver_kwargs=hyper,
+        oracle="exact",
+        oracle_kwargs=hyper,
+    )
+    batched = PSRO(game, cfg, num_seeds=3)
+    state = batched.init(jax.random.key(7))
+    for _ in range(2):
+        state = batched.step(state)
+    assert state.meta_strategy.shape == (3, 2, 5)
+    single = PSRO(game, cfg)
+    keys = jax.random.split(jax.random.key(7), 3)
+    for s in (0, 2):
+        one = single.init(keys[s])
+        for _ in range(2):
+            one = single.step(one)
+        mine = batched.seed_state(state, s)
+        np.testing.assert_allclose(mine.metagame.mean, one.metagame.mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(mine.meta_strategy, one.meta_strategy, atol=1e-4)
