@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"Command: `{saved.get('command', '?')}`  ")
         print(f"Started: {saved.get('started_utc', '?')}  ")
-        print(f"Machine: {format_machine(saved['machine'])}\n")
+        load = saved["machine"].get("load_avg")
+        load_s = f" | load average at start {', '.join(f'{x:.2f}' for x in load)}" if load else ""
+        print(f"Machine: {format_machine(saved['machine'])}{load_s}\n")
         print(format_table(saved.get("rows", []), markdown=True))
         for s in saved.get("skipped", []):
             print(f"\nSkipped `{s['part']}`: {s['reason']}")
@@ -259,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     started = _dt.datetime.now(_dt.UTC)
     machine = describe()
     command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"machine: {format_machine(machine)}")
+    load = machine.get("load_avg")
+    load_s = f" | load {', '.join(f'{x:.2f}' for x in load)}" if load else ""
+    print(f"machine: {format_machine(machine)}{load_s}")
     print(f"parts:   {', '.join(parts)}{' (quick)' if args.quick else ''}")
     rows, skipped = run_parts(parts, args.quick, progress=not args.no_progress)
     print()
