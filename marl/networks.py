@@ -37,12 +37,44 @@ from flax import nnx
 Params = Any  # a nested dict of jax.Array leaves (``nnx.to_pure_dict`` of the module's state)
 
 
+def orthogonal(scale: float = 1.0):
+    """An orthogonal initializer (like ``jax.nn.initializers.orthogonal``) without LAPACK.
+
+    Gram-Schmidt (two passes per column) on a Gaussian matrix, in plain XLA ops. It gives the same
+    (Haar) distribution as the QR-based initializer, but the latter calls the LAPACK QR kernel,
+    and in jaxlib 0.10.2 on CPU that kernel deadlocks when it is batched -- i.e. when the network
+    is initialised under ``jax.vmap`` over seeds (observed here with 64x64 kernels and 2 seeds on
+    a 2-core machine: the two pool threads each wait inside ``OrthogonalQr`` for work queued
+    behind them).
+    """
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        rows = int(np.prod(shape[:-1]))
+        cols = int(shape[-1])
+        n, m = max(rows, cols), min(rows, cols)
+        a = jax.random.normal(key, (n, m), jnp.float32)
+
+        def column(j, q):
+            v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+            for _ in range(2):  # "twice is enough" re-orthogonalisation
+                v = v - q @ (q.T @ v)
+            v = v / jnp.linalg.norm(v)
+            return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
+
+        q = jax.lax.fori_loop(0, m, column, jnp.zeros((n, m), jnp.float32))
+        if rows < cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init
+
+
 def _dense(in_dim: int, out_dim: int, scale: float, rngs: nnx.Rngs) -> nnx.Linear:
     """A linear layer with orthogonal weights of gain ``scale`` and zero bias (PPO practice)."""
     return nnx.Linear(
         in_dim,
         out_dim,
-        kernel_init=nnx.initializers.orthogonal(scale),
+        kernel_init=orthogonal(scale),
         bias_init=nnx.initializers.zeros_init(),
         rngs=rngs,
     )
@@ -161,6 +193,7 @@ __all__ = [
     "greedy_policy_fn",
     "init_actor_critic",
     "merge",
+    "orthogonal",
     "policy_fn",
     "split",
 ]
