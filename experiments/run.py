@@ -1,0 +1,561 @@
+"""Run one PSRO experiment from a config and write a run folder.
+
+    python -m experiments.run experiments/configs/rae_stag_hunt.yaml psro.iterations=6 solver.gamma=1.0
+    python -m experiments.run --resume runs/rae_stag_hunt-20260101-120000
+
+From Python::
+
+    from experiments.run import run_experiment
+    run_dir = run_experiment("experiments/configs/rae_stag_hunt.yaml", ["psro.iterations=4"])
+    run_dir = run_experiment(resume=run_dir)       # continue a killed run
+
+The config (``experiments.config``) is validated and the game and ``PSRO`` object are built before
+anything is written: a bad config fails with the dotted key and leaves no run folder behind.
+
+**The run folder** ``<run.out_dir>/<name>-<UTC timestamp>/``:
+
+* ``config.yaml`` -- the resolved config (interpolations resolved, ``psro.capacity`` filled in);
+* ``metrics.jsonl`` -- one JSON object per iteration (``psro.metrics.iteration_metrics``; the
+  initial state is iteration 0), plus ``elapsed_s``, the run's wall-clock so far;
+* ``tb/`` -- TensorBoard events (tensorboardX) of the scalar metrics, list metrics per entry;
+* ``checkpoints/<iteration>/`` -- the run state (orbax, ``marl.checkpoint``), every
+  ``run.checkpoint_every`` iterations, at iteration 0 and at the last one, ``run.keep_checkpoints``
+  kept;
+* ``metagame.npz`` / ``metagame.txt`` -- the empirical meta-game (mean, variance, count, events,
+  meta-strategy) as arrays and as a readable table, refreshed with every checkpoint;
+* ``summary.json`` -- final metrics, stop reason, wall-clock, the machine (CPU, cores, jax
+  devices and version);
+* ``*.png`` -- figures (``experiments.plot``) when ``run.figures``.
+
+Every file but the logs is written atomically (temporary file, fsync, ``os.replace``).
+``metrics.jsonl`` is append-only: each line goes out in one ``write`` and is fsynced, so a kill
+leaves at most a cut last line, which readers skip and ``--resume`` removes; rewriting the whole
+log atomically every iteration would cost quadratic I/O on long runs. TensorBoard's event files are
+tensorboardX's own append-only format (a resumed run purges the steps after its checkpoint).
+
+**Stop rules**, checked after every iteration: the iteration budget ``psro.iterations``; the
+wall-clock budget ``psro.time_budget_s`` (counted over all segments of a resumed run; the current
+iteration is finished first); ``psro.gap_threshold`` -- the run stops when the gap falls to or
+below it, the gap being, for matrix games with the exact oracle, the meta-strategy's exact gap in
+the full game (``full/rae_gap`` for the rae solver, else ``full/nash_conv``), and otherwise the
+solver's certificate on the empirical meta-game (``solver_gap``).
+
+**Determinism and resumption.** One seed (``seed``) keys the whole run: ``jax.random.key(seed)``
+goes to ``PSRO.init``, and every later key is split from the state's. ``--resume RUN_DIR``
+re-reads the run's ``config.yaml``, restores the latest checkpoint that passes its integrity check
+(a damaged one is reported and the previous one used; ``marl.checkpoint``), drops the
+``metrics.jsonl`` lines after it, moves newer (damaged) checkpoint folders to
+``checkpoints-unusable/``, and goes on; the final state is bitwise that of an uninterrupted run
+on the same device. On resume only the stop rules and ``run.*`` may be overridden (e.g.
+``psro.iterations=40`` to extend a run, within its capacity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from experiments import config as xcfg
+from marl.checkpoint import Checkpointer, CheckpointError, atomic_write_text
+
+__all__ = ["RESUMABLE_KEYS", "gap_value", "load_run", "read_metrics", "run_experiment", "main"]
+
+RESUMABLE_KEYS = ("psro.iterations", "psro.time_budget_s", "psro.gap_threshold", "run.")
+CHECKPOINTS, QUARANTINE = "checkpoints", "checkpoints-unusable"
+
+
+# ------------------------------------------------------------------------------------- files
+def _jsonable(x: Any) -> Any:
+    """Plain JSON values: numpy/jax scalars and arrays converted, NaN and inf as null."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray | jax.Array):
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+
+
+def _append_line(path: Path, obj: Any) -> None:
+    line = json.dumps(_jsonable(obj), allow_nan=False) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The complete lines of a run's ``metrics.jsonl`` (a cut last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    keep = [m for m in read_metrics(run_dir) if m.get("iteration", -1) <= iteration]
+    text = "".join(json.dumps(m, allow_nan=False) + "\n" for m in keep)
+    atomic_write_text(run_dir / "metrics.jsonl", text)
+
+
+# ------------------------------------------------------------------------------------- metrics
+def _iteration_metrics(psro, state, info) -> dict:
+    from psro import metrics
+
+    return metrics.iteration_metrics(psro, state, info)
+
+
+def gap_value(metrics: Mapping) -> float | None:
+    """The gap the ``gap_threshold`` stop rule reads (see the module docstring)."""
+    for key in ("full/rae_gap", "full/nash_conv", "solver_gap"):
+        if metrics.get(key) is not None:
+            return float(metrics[key])
+    return None
+
+
+def _headline(metrics: Mapping, agents: Sequence[str]) -> dict:
+    """The few numbers the progress bar shows."""
+    out = {}
+    g = gap_value(metrics)
+    if g is not None:
+        out["gap"] = f"{g:.3g}"
+    for a in agents[:2]:
+        v = metrics.get(f"return_mean/{a}")
+        if v is not None:
+            out[f"R[{a[-1] if a[-1].isdigit() else a}]"] = f"{v:.3g}"
+    return out
+
+
+class _TB:
+    """TensorBoard scalars (tensorboardX), or nothing when off."""
+
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None):
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+
+    def log(self, metrics: Mapping, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            if key == "iteration" or key.startswith("oracle_curve/"):
+                continue
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+            elif isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+                for j, v in enumerate(value):
+                    if math.isfinite(v):
+                        self.writer.add_scalar(f"{key}/{j}", v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ------------------------------------------------------------------------------------- meta-game
+def export_metagame(run_dir: Path, psro, state) -> None:
+    """``metagame.npz`` (arrays) and ``metagame.txt`` (tables) of the state's meta-game."""
+    from psro import metagame as mgame
+
+    mg = state.metagame
+    counts = [int(c) for c in np.asarray(state.counts)]
+    arrays = {
+        "mean": np.asarray(mg.mean),
+        "variance": np.asarray(mgame.variances(mg)),
+        "count": np.asarray(mg.count),
+        "meta_strategy": np.asarray(state.meta_strategy),
+        "counts": np.asarray(counts),
+        "iteration": np.asarray(int(state.iteration)),
+    }
+    for name, table in mg.events.items():
+        arrays[f"events_{name}"] = np.asarray(table)
+    for i, pop in enumerate(state.populations):
+        leaves = jax.tree.leaves(pop.params)
+        if len(leaves) == 1 and np.asarray(leaves[0]).ndim == 1:  # pure-action members
+            arrays[f"members_{i}"] = np.asarray(leaves[0])
+    tmp = run_dir / f".metagame.npz.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, run_dir / "metagame.npz")
+    atomic_write_text(run_dir / "metagame.txt", metagame_table(psro, arrays))
+
+
+def metagame_table(psro, arrays: Mapping[str, np.ndarray]) -> str:
+    """A readable text rendering of the exported meta-game arrays."""
+    agents = psro.game.env.agents
+    counts = [int(c) for c in arrays["counts"]]
+    n = len(counts)
+    mean, var, count = arrays["mean"], arrays["variance"], arrays["count"]
+    lines = [
+        f"Empirical meta-game after iteration {int(arrays['iteration'])}",
+        f"members per player: {counts}",
+        "",
+    ]
+    for i, a in enumerate(agents):
+        sigma = arrays["meta_strategy"][i, : counts[i]]
+        members = arrays.get(f"members_{i}")
+        label = (
+            f" (actions {[int(x) for x in members[: counts[i]]]})" if members is not None else ""
+        )
+        lines.append(f"meta-strategy {a}{label}: " + " ".join(f"{x:.4f}" for x in sigma))
+    lines.append("")
+    events = sorted(k[len("events_") :] for k in arrays if k.startswith("events_"))
+    if n == 2:
+        for i, a in enumerate(agents):
+            lines.append(
+                f"{a}: mean return +/- std (episodes); rows: {agents[0]}'s members, "
+                f"columns: {agents[1]}'s"
+            )
+            head = "        " + "".join(f"{'col ' + str(c):>24}" for c in range(counts[1]))
+            lines.append(head)
+            for r in range(counts[0]):
+                cells = "".join(
+                    f"{f'{mean[i, r, c]:.3f} +/- {math.sqrt(var[i, r, c]):.3f} ({int(count[r, c])})':>24}"
+                    for c in range(counts[1])
+                )
+                lines.append(f"row {r:<4}{cells}")
+            lines.append("")
+    else:
+        lines.append("profile: " + ", ".join(f"{a} mean +/- std" for a in agents) + ", episodes")
+        for prof in np.ndindex(*counts):
+            vals = ", ".join(
+                f"{mean[(i, *prof)]:.3f} +/- {math.sqrt(var[(i, *prof)]):.3f}" for i in range(n)
+            )
+            lines.append(f"{prof}: {vals}, {int(count[prof])}")
+        lines.append("")
+    for name in events:
+        table = arrays[f"events_{name}"]
+        lines.append(f"event '{name}': mean count per episode, per player")
+        for prof in np.ndindex(*counts):
+            lines.append(f"  {prof}: " + ", ".join(f"{table[(i, *prof)]:.3f}" for i in range(n)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- the run
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _new_run_dir(base: Path, name: str) -> Path:
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    base.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        path = base / (f"{name}-{stamp}" if k == 0 else f"{name}-{stamp}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not make a fresh run folder under {base}")
+
+
+def _resolved(cfg: xcfg.ExperimentConfig) -> xcfg.ExperimentConfig:
+    """``cfg`` with ``psro.capacity`` filled in, so a resumed run keeps its shapes."""
+    data = xcfg.to_dict(cfg)
+    data["psro"]["capacity"] = cfg.psro.slots
+    return xcfg.config_from_dict(data)
+
+
+def _check_resume_overrides(before: dict, after: dict, prefix: str = "") -> None:
+    for key in sorted(set(before) | set(after)):
+        dotted = f"{prefix}{key}"
+        a, b = before.get(key), after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            _check_resume_overrides(a, b, dotted + ".")
+        elif a != b and not any(
+            dotted == k or (k.endswith(".") and dotted.startswith(k)) for k in RESUMABLE_KEYS
+        ):
+            raise xcfg.ConfigError(
+                dotted,
+                b,
+                "cannot be changed when resuming (it would change the run); only "
+                f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} can",
+            )
+
+
+def _abstract_state(psro, key):
+    """The state's structure without running anything (``eval_shape``), or, for a host-only
+    solver that cannot be traced, a concrete initial state."""
+    try:
+        return jax.eval_shape(psro.init, key)
+    except Exception:  # noqa: BLE001 -- e.g. a tracer reaching scipy in nash(method="lp")
+        return psro.init(key)
+
+
+def load_run(run_dir: str | os.PathLike, step: int | None = None, log=None):
+    """A run folder's config, ``PSRO`` object and checkpointed state.
+
+    Returns ``(cfg, psro, step, state)`` for checkpoint ``step`` (default: the latest usable one;
+    damaged ones are reported through ``log`` and skipped, as in ``--resume``).
+    """
+    run_dir = Path(run_dir)
+    cfg = xcfg.load_config(run_dir / "config.yaml")
+    _, psro = xcfg.build(cfg)
+    ckpt = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=None, log=log or _say)
+    try:
+        abstract = _abstract_state(psro, jax.random.key(cfg.seed))
+        step, state, _ = ckpt.restore(abstract, step)
+    finally:
+        ckpt.close()
+    return cfg, psro, step, state
+
+
+def run_experiment(
+    config: xcfg.ExperimentConfig | str | os.PathLike | Mapping | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Run (or resume) an experiment; returns the run folder.
+
+    Args:
+      config: an ``ExperimentConfig``, a YAML path or a dict (ignored with ``resume``, which
+        reads the run's own ``config.yaml``).
+      overrides: ``dotted.key=value`` strings applied on top (with ``resume``: stop rules and
+        ``run.*`` only).
+      out_dir: the run folder itself (created; must not exist) instead of
+        ``<run.out_dir>/<name>-<timestamp>``.
+      resume: a run folder to continue from its latest usable checkpoint.
+      stop_after: end this process's work after that many iterations, leaving the folder as a
+        killed run would (no final checkpoint, summary or figures) -- for tests and debugging.
+      progress: show the progress bar (default ``run.progress``).
+      log: where messages go (default: stderr).
+
+    Raises:
+      ConfigError: a bad config (before anything is written).
+      CheckpointError: ``resume`` with no usable checkpoint.
+    """
+    say = log or _say
+    t_start = time.perf_counter()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        saved = xcfg.load_config(run_dir / "config.yaml")
+        cfg = xcfg.load_config(run_dir / "config.yaml", overrides)
+        _check_resume_overrides(xcfg.to_dict(saved), xcfg.to_dict(cfg))
+    else:
+        if isinstance(config, xcfg.ExperimentConfig):
+            cfg = xcfg.config_from_dict(xcfg.to_dict(config), overrides)
+        elif isinstance(config, Mapping):
+            cfg = xcfg.config_from_dict(config, overrides)
+        elif config is not None:
+            cfg = xcfg.load_config(config, overrides)
+        else:
+            raise ValueError("run_experiment needs a config or resume=RUN_DIR")
+        cfg = _resolved(cfg)
+    game, psro = xcfg.build(cfg)  # every check before any work
+    agents = game.env.agents
+    show = cfg.run.progress if progress is None else progress
+
+    ckpt: Checkpointer | None = None
+    tb: _TB | None = None
+    if resume is None:
+        run_dir = Path(out_dir) if out_dir is not None else None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        else:
+            run_dir = _new_run_dir(Path(cfg.run.out_dir), cfg.name)
+    atomic_write_text(run_dir / "config.yaml", xcfg.to_yaml(cfg))
+    history = []
+    try:
+        ckpt = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=cfg.run.keep_checkpoints, log=say)
+        key = jax.random.key(cfg.seed)
+        if resume is None:
+            elapsed_before, purge = 0.0, None
+            state = psro.init(key)
+            metrics = _iteration_metrics(psro, state, None)
+            metrics["elapsed_s"] = time.perf_counter() - t_start
+            _append_line(run_dir / "metrics.jsonl", metrics)
+            history = [{"event": "start", "iteration": 0}]
+            ckpt.save(0, state, {"elapsed_s": metrics["elapsed_s"], "history": history})
+            export_metagame(run_dir, psro, state)
+        else:
+            step, state, meta = ckpt.restore(_abstract_state(psro, key))
+            moved = ckpt.discard_after(step, run_dir / QUARANTINE)
+            if moved:
+                say(f"moved unusable checkpoint(s) {moved} to {run_dir / QUARANTINE}")
+            _truncate_metrics(run_dir, step)
+            elapsed_before, purge = float(meta.get("elapsed_s", 0.0)), step + 1
+            history = list(meta.get("history", [])) + [{"event": "resume", "iteration": step}]
+            say(f"resuming {run_dir} from the checkpoint of iteration {step}")
+            metrics = _iteration_metrics(psro, state, None)
+        tb = _TB(run_dir, cfg.run.tensorboard, purge)
+        if resume is None:
+            tb.log(metrics, 0)
+        it = int(state.iteration)
+        elapsed = lambda: elapsed_before + time.perf_counter() - t_start
+        reason = _stop_reason(cfg, it, metrics, elapsed())
+        saved_at = it
+        done_here = 0
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=cfg.psro.iterations,
+            initial=it,
+            disable=not show,
+            unit="it",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        try:
+            while reason is None:
+                bar.set_description_str(f"{cfg.name} it {it + 1}: oracle/evaluate/solve")
+                state, info = psro.step_with_info(state)
+                it = int(state.iteration)
+                bar.set_description_str(f"{cfg.name} it {it}: metrics")
+                metrics = _iteration_metrics(psro, state, info)
+                metrics["elapsed_s"] = elapsed()
+                _append_line(run_dir / "metrics.jsonl", metrics)
+                tb.log(metrics, it)
+                reason = _stop_reason(cfg, it, metrics, metrics["elapsed_s"])
+                done_here += 1
+                if it % cfg.run.checkpoint_every == 0 or reason is not None:
+                    bar.set_description_str(f"{cfg.name} it {it}: checkpoint")
+                    meta = {"elapsed_s": elapsed(), "history": history}
+                    ckpt.save(it, state, meta)
+                    export_metagame(run_dir, psro, state)
+                    saved_at = it
+                bar.set_postfix(_headline(metrics, agents), refresh=False)
+                bar.update(1)
+                if stop_after is not None and done_here >= stop_after and reason is None:
+                    say(f"stopping after {done_here} iteration(s) as asked (stop_after)")
+                    return run_dir
+        finally:
+            bar.close()
+        if saved_at != it:  # e.g. a resumed run that was already over
+            ckpt.save(it, state, {"elapsed_s": elapsed(), "history": history})
+            export_metagame(run_dir, psro, state)
+        history.append({"event": "stop", "iteration": it, "reason": reason})
+        summary = {
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "iterations": it,
+            "stop_reason": reason,
+            "wall_clock_s": elapsed(),
+            "wall_clock_this_segment_s": time.perf_counter() - t_start,
+            "finished_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "history": history,
+            "final": metrics,
+            "machine": _machine(),
+        }
+        atomic_write_json(run_dir / "summary.json", summary)
+        if cfg.run.figures:
+            from experiments import plot
+
+            plot.plot_run(run_dir)
+        say(_final_line(cfg, run_dir, summary, agents))
+        return run_dir
+    finally:
+        if tb is not None:
+            tb.close()
+        if ckpt is not None:
+            ckpt.close()
+
+
+def _stop_reason(cfg: xcfg.ExperimentConfig, it: int, metrics: Mapping, elapsed: float):
+    p = cfg.psro
+    if it >= p.iterations:
+        return "iterations"
+    if p.gap_threshold is not None:
+        g = gap_value(metrics)
+        if g is not None and g <= p.gap_threshold:
+            return "gap_threshold"
+    if p.time_budget_s is not None and elapsed >= p.time_budget_s:
+        return "time_budget"
+    return None
+
+
+def _machine() -> dict:
+    from experiments.benchmarks.machine import describe
+
+    return describe()
+
+
+def _final_line(cfg, run_dir: Path, summary: Mapping, agents: Sequence[str]) -> str:
+    final = summary["final"]
+    parts = [f"{k}={v}" for k, v in _headline(final, agents).items()]
+    return (
+        f"{cfg.name}: {summary['iterations']} iterations in {summary['wall_clock_s']:.1f} s "
+        f"(stop: {summary['stop_reason']}); {' '.join(parts)}; run folder: {run_dir}"
+    )
+
+
+# ------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.run",
+        description="Run one PSRO experiment from a YAML config and write a run folder.",
+    )
+    parser.add_argument("config", nargs="?", help="YAML config (omit with --resume)")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted.key=value overrides, e.g. psro.iterations=20"
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    parser.add_argument("--out", metavar="DIR", help="the run folder (default: a fresh one)")
+    parser.add_argument("--stop-after", type=int, help="stop after N iterations (as if killed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.resume and args.config is not None:
+        if "=" in args.config:  # with --resume the first positional is an override
+            overrides.insert(0, args.config)
+        else:
+            parser.error("give either CONFIG or --resume RUN_DIR, not both")
+    if not args.resume and args.config is None:
+        parser.error("CONFIG is required (or --resume RUN_DIR)")
+    try:
+        run_dir = run_experiment(
+            None if args.resume else args.config,
+            overrides,
+            out_dir=args.out,
+            resume=args.resume,
+            stop_after=args.stop_after,
+            progress=False if args.no_progress else None,
+        )
+    except (xcfg.ConfigError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
