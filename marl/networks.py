@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -133,7 +134,19 @@ def init_actor_critic(
     ``key`` may be traced: ``jax.vmap(lambda k: init_actor_critic(k, 7, 3)[1])(keys)`` gives
     params stacked along a leading axis. The graphdef depends only on the static sizes.
     """
-    return split(ActorCritic(obs_dim, num_actions, hidden, rngs=nnx.Rngs(params=key)))
+    graphdef = actor_critic_graphdef(obs_dim, num_actions, hidden)
+    return graphdef, _jitted_init(int(obs_dim), int(num_actions), int(hidden))(key)
+
+
+@functools.cache
+def _jitted_init(obs_dim: int, num_actions: int, hidden: int):
+    """One compiled initialiser per size (eager layer-by-layer init is slow; this also works
+    under an outer jit/vmap)."""
+
+    def init(key):
+        return split(ActorCritic(obs_dim, num_actions, hidden, rngs=nnx.Rngs(params=key)))[1]
+
+    return jax.jit(init)
 
 
 def actor_critic_graphdef(obs_dim: int, num_actions: int, hidden: int = 64) -> nnx.GraphDef:

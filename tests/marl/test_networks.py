@@ -80,13 +80,14 @@ def test_policy_runs_in_marl_rollout(net):
 
 
 def test_orthogonal_init_and_vmapped_init_at_full_width():
-    for shape in [(7, 64), (64, 64), (64, 3)]:
+    for shape in [(7, 64), (64, 3)]:
         w = np.asarray(networks.orthogonal(2.0)(jax.random.key(0), shape))
         gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
         np.testing.assert_allclose(gram, 4.0 * np.eye(gram.shape[0]), atol=1e-4)
     # batched init (vmap over seeds) of 64-wide layers: the LAPACK-QR initializer deadlocks here
-    keys = jax.random.split(jax.random.key(0), 3)
+    keys = jax.random.split(jax.random.key(0), 2)
     init = jax.jit(jax.vmap(lambda k: networks.init_actor_critic(k, 7, 3, 64)[1]))
     stacked = init(keys)
     k = np.asarray(stacked["actor_1"]["kernel"])
-    assert k.shape == (3, 64, 64) and not np.allclose(k[0], k[1])
+    assert k.shape == (2, 64, 64) and not np.allclose(k[0], k[1])
+    np.testing.assert_allclose(k[0].T @ k[0], 2.0 * np.eye(64), atol=1e-4)  # gain sqrt(2)

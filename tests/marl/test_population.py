@@ -63,7 +63,7 @@ def test_capacity_error_on_host_and_overflow_flag_under_jit():
 
 def test_structure_mismatch_is_an_error():
     pop = P.population_init(_params(0), capacity=2)
-    other = networks.init_actor_critic(jax.random.key(0), obs_dim=6, num_actions=3, hidden=8)[1]
+    other = jax.eval_shape(lambda: networks.init_actor_critic(jax.random.key(0), 6, 3, 8)[1])
     with pytest.raises(ValueError, match="shape"):
         P.population_add(pop, other)
     with pytest.raises(ValueError, match="structure"):
