@@ -93,7 +93,8 @@ class PPOConfig:
       gamma_risk: default risk aversion for ``mean_variance`` (>= 0); ``train``/``run`` may
         override it with a traced value.
       mu_rate: EMA rate of the running mean-return estimate mu.
-      normalize_advantages: normalise advantages per minibatch.
+      normalize_advantages: normalise advantages over the whole batch (not per minibatch, as
+        PureJaxRL does: per-minibatch scaling washes out rare large mean-variance penalties).
       clip_value: PPO-style clipped value loss (off by default: the mean-variance penalty can
         make value targets large, and clipping then slows the critic down).
     """
