@@ -98,7 +98,7 @@ def metagame_add_episodes(
     returns = jnp.asarray(returns, jnp.float32)
     n_b = jnp.float32(returns.shape[-1]) * jnp.asarray(valid, jnp.float32)
     mean_b = returns.mean(-1)
-    m2_b = ((returns - mean_b[:, None]) ** 2).sum(-1)
+    m2_b = ((returns - mean_b[:, None]) ** 2).sum(-1) * jnp.asarray(valid, jnp.float32)
     cell = (slice(None), *idx)
     n_a = mg.count[idx]
     mean, m2, n = _merge(mg.mean[cell], mg.m2[cell], n_a, mean_b, m2_b, n_b)
@@ -125,17 +125,39 @@ def metagame_add_batch(
     """Fold a batch: ``profiles`` ``(P, n)``, ``returns`` ``(P, n, E)``, ``valid`` ``(P,)``,
     ``events`` ``{name: (P, n, E)}``.
 
-    Duplicate profiles in one batch are merged one after the other (a ``lax.scan``), so nothing is
-    lost when two new members' rows cross.
+    One gather, one vectorised merge and one scatter (invalid rows are sent out of bounds and
+    dropped), so the cost grows with P, not with the table. The *valid* profiles of one batch must
+    be distinct (``all_profiles`` and ``frontier_profiles`` guarantee it); to top a cell up
+    twice, call it twice.
     """
+    n_players = mg.n_players
+    cap = mg.capacity
+    returns = jnp.asarray(returns, jnp.float32)
+    idx = tuple(jnp.where(valid, profiles[:, i], cap) for i in range(n_players))  # cap = dropped
+    gather = tuple(jnp.minimum(i, cap - 1) for i in idx)
+    n_a = mg.count[gather]  # (P,)
+    n_b = jnp.float32(returns.shape[-1]) * valid.astype(jnp.float32)
+    mean_b = returns.mean(-1)  # (P, n)
+    m2_b = ((returns - mean_b[..., None]) ** 2).sum(-1)
+    mean_a = jnp.moveaxis(mg.mean[(slice(None), *gather)], 0, -1)  # (P, n)
+    m2_a = jnp.moveaxis(mg.m2[(slice(None), *gather)], 0, -1)
+    mean, m2, n = _merge(mean_a, m2_a, n_a[:, None], mean_b, m2_b, n_b[:, None])
 
-    def body(mg, xs):
-        profile, ret, ok, ev = xs
-        return metagame_add_episodes(mg, tuple(profile), ret, ok, ev), None
+    def scatter(table, values):  # values (P, n) into table (n, K, ..., K)
+        return table.at[(slice(None), *idx)].set(jnp.moveaxis(values, -1, 0), mode="drop")
 
-    events = {} if events is None else {k: events[k] for k in mg.events}
-    mg, _ = jax.lax.scan(body, mg, (profiles, returns, valid, events))
-    return mg
+    new_events = {}
+    for name, table in mg.events.items():
+        ev_b = jnp.asarray(events[name], jnp.float32).mean(-1)
+        ev_a = jnp.moveaxis(table[(slice(None), *gather)], 0, -1)
+        merged = (ev_a * n_a[:, None] + ev_b * n_b[:, None]) / jnp.maximum(n, 1.0)
+        new_events[name] = scatter(table, merged)
+    return MetaGame(
+        mean=scatter(mg.mean, mean),
+        m2=scatter(mg.m2, m2),
+        count=mg.count.at[idx].set(n[:, 0], mode="drop"),
+        events=new_events,
+    )
 
 
 def all_profiles(capacity: int, n_players: int) -> np.ndarray:

@@ -254,3 +254,22 @@ def test_batched_seeds_match_single_runs():
         mine = batched.seed_state(state, s)
         np.testing.assert_allclose(mine.metagame.mean, one.metagame.mean, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(mine.meta_strategy, one.meta_strategy, atol=1e-4)
+
+
+def test_metagame_batch_equals_one_by_one():
+    rng = np.random.default_rng(1)
+    mg0 = metagame.metagame_init(2, 4, event_names=("hit",))
+    profiles = jnp.array([[0, 1], [2, 3], [1, 1], [3, 0]], jnp.int32)
+    valid = jnp.array([True, True, False, True])
+    for _ in range(2):  # twice: the second merges into non-empty cells
+        ret = jnp.asarray(rng.normal(size=(4, 2, 5)), jnp.float32)
+        ev = {"hit": jnp.asarray(rng.integers(0, 3, size=(4, 2, 5)), jnp.float32)}
+        one = mg0
+        for p in range(4):
+            one = metagame.metagame_add_episodes(
+                one, tuple(profiles[p]), ret[p], valid[p], {"hit": ev["hit"][p]}
+            )
+        mg0 = metagame.metagame_add_batch(mg0, profiles, ret, valid, ev)
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(mg0), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(mg0.count[1, 1]) == 0 and float(mg0.count[0, 1]) == 10
