@@ -7,7 +7,7 @@ A straight road ``road_length`` metres long (800 by default) with two lanes ``la
 
 * ``player_0`` drives east in the eastbound lane, ``player_1`` west in the westbound lane. Each
   starts ``start_x`` (30 m) from its end of the road at ``start_speed`` (30 m/s, target 30 m/s),
-  as highway-env's ego, behind ``cars_ahead`` (3) slower IDM cars in its own lane at
+  as highway-env's ego, behind ``cars_ahead`` (2; highway-env has 3) slower IDM cars in its own lane at
   ``traffic_start + i * traffic_spacing + traffic_pos_std * n`` metres from its road end
   (70 + 40 i + 10 n) with speed ``traffic_speed + traffic_speed_std * n'`` (24 + 2 n') -- highway-env's
   ego-direction traffic, here in both directions, so that one player's traffic is the other's
@@ -36,8 +36,12 @@ acceleration ``idm_acc_max`` 6 m/s^2 (the clip), comfort acceleration ``idm_comf
 comfort deceleration ``idm_comfort_dec`` -5, jam distance ``idm_distance`` 5 m + length, time gap
 ``idm_time_gap`` 1.5 s, exponent ``idm_delta`` 4 -- and keeps its lane (no MOBIL, as in
 ``two-way-v0``, which disables lane changes) with the same steering controller. Its desired speed is
-its initial speed clipped to ``speed_limit`` (20 m/s: highway-env clips IDM's target to the lane's
-speed limit, and a ``StraightLane``'s default is 20), so traffic settles at 20 m/s. The car it
+its initial speed clipped to ``speed_limit``. highway-env clips IDM's target to the lane's speed
+limit, 20 m/s for its ``StraightLane``; set ``speed_limit=20`` to get that (the fidelity test does).
+The default here is 30 m/s, which leaves every car its drawn 24 +/- 2 m/s: under a 20 m/s cap an
+IDM platoon settles *below* 20 m/s (the followers' gaps are short of IDM's wish), under the
+players' slowest cruise level, so a player that stays behind its traffic sooner or later rear-ends
+it -- yielding would be no option at all. The car it
 follows is the nearest vehicle of any kind (traffic, player, crashed wreck) ahead of it whose centre
 is within ``lane_width / 2 + 1`` m of its lane's centre line -- so a player overtaking in the
 opposing lane is "ahead" of the oncoming cars, which brake hard for it, as in highway-env.
@@ -56,11 +60,17 @@ episode (``max_steps`` = 25 policy steps), so it only happens with longer episod
 **Rewards** per player per step (zero once terminated): ``speed_reward * clip((v_fwd - 20) / (30 -
 20), 0, 1)`` (highway-env's normalised high-speed term, ``v_fwd`` the speed along one's direction of
 travel at the end of the step, range ``reward_speed_low..high``) + ``own_lane_reward`` when the
-car's centre is in its own lane + ``crash_reward`` on the step it crashes. The intent: a game of
-chicken with a catastrophic tail. Stuck behind 20 m/s traffic a player earns little; overtaking
-through the opposing lane earns the speed term sooner -- more on average against an opponent that
-yields (stays in its lane, slows down) -- but two aggressive players, or one that misjudges the
-oncoming traffic, crash: ``crash_reward`` plus every reward the rest of the episode would have paid.
+car's centre is in its own lane + ``crash_reward`` (-5) on the step it crashes (the speed and lane
+terms of that step are paid too). The intent: a game of chicken with a catastrophic tail. Behind
+its traffic at the slowest cruise speed (20 m/s) a player earns little but is fairly safe;
+overtaking through the opposing lane earns the speed term -- more on average against an opponent
+that yields -- but risks a head-on crash with the oncoming traffic (which brakes hard for it) and
+the other player: ``crash_reward`` plus every reward the rest of the episode would have paid.
+Scripted policies with the defaults, 1000 episodes each (``Y``: slow to 20 m/s and stay in lane;
+``A``: pull out at once at 30 m/s and return after passing one's traffic): ``Y``-``Y`` returns 2.9 /
+2.8 with 3-5 % crashes; ``A``-``Y`` 9.3 (75 % crashes) / -2.0 (86 %: the yielder is the victim);
+``A``-``A`` 8.4 each (78 %). Learned policies can time their overtakes; how much of that tail a
+meta-solver avoids is the experiment.
 
 **Observation** (per player, float32, flattened ``(1 + observed_vehicles) * 5``): highway-env's
 ``Kinematics`` -- rows ``(presence, x, y, vx, vy)``: first the player itself (absolute), then the
@@ -168,7 +178,7 @@ class TwoWayParams(EnvParams):
     # road
     road_length: float = 800.0  # m
     lane_width: float = 4.0  # m
-    speed_limit: float = 20.0  # m/s, caps IDM's desired speed (highway-env's lane default)
+    speed_limit: float = 30.0  # m/s, caps IDM's desired speed (highway-env: 20; docstring)
     # players
     start_x: float = 30.0  # m from the player's own road end
     start_speed: float = 30.0  # m/s (the target speed starts at its nearest level)
@@ -221,8 +231,8 @@ def rectangle_collision(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Separating-axis test of two oriented rectangles, as highway-env's ``are_polygons_intersecting``.
 
-    Broadcasts over leading axes. The four candidate axes are the rectangles' edge normals
-    (``a``'s long and short axes, then ``b``'s); touching counts as overlap.
+    Broadcasts over leading axes. The candidate axes are the rectangles' edge normals (``a``'s
+    long and short axes, then ``b``'s); touching counts as overlap.
 
     Args:
       centre_a, centre_b: ``(..., 2)`` centres (m).
@@ -262,7 +272,20 @@ def rectangle_collision(
     best = jnp.full(shape, jnp.inf)
     tx = jnp.zeros(shape)
     ty = jnp.zeros(shape)
-    for nx, ny in ((ca, sa), (-sa, ca), (cb, sb), (-sb, cb)):
+    # highway-env's eight edge normals, in its order (its corners run rear-right, rear-left,
+    # front-left, front-right): -u_a, v_a, u_a, -v_a, then b's. Opposite normals matter: the
+    # overlap depth ``interval_distance`` reports is not symmetric, and the push is the smallest.
+    signed = [
+        (-ca, -sa),
+        (-sa, ca),
+        (ca, sa),
+        (sa, -ca),
+        (-cb, -sb),
+        (-sb, cb),
+        (cb, sb),
+        (sb, -cb),
+    ]
+    for nx, ny in signed:
         ra = hl * jnp.abs(ca * nx + sa * ny) + hw * jnp.abs(-sa * nx + ca * ny)
         rb = hl * jnp.abs(cb * nx + sb * ny) + hw * jnp.abs(-sb * nx + cb * ny)
         pa = centre_a[..., 0] * nx + centre_a[..., 1] * ny
@@ -325,7 +348,7 @@ class TwoWay(MultiAgentEnv):
 
     def __init__(
         self,
-        cars_ahead: int = 3,
+        cars_ahead: int = 2,
         cars_oncoming: int = 0,
         observed_vehicles: int = 4,
         render_px_per_m: int = 5,
