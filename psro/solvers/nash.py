@@ -81,6 +81,7 @@ def nash(
     restarts: int | None = None,
     max_pivots: int | None = None,
     lh_tol: float = 1e-5,
+    rae_options: dict | None = None,
 ) -> SolverResult:
     """Nash equilibrium (exact for zero-sum two-player games, approximate otherwise).
 
@@ -103,6 +104,8 @@ def nash(
         max_pivots: ``lemke_howson`` -- static bound on pivots per label (default ``4 (m+n) + 16``).
         lh_tol: ``auto`` -- largest relative NashConv of the Lemke-Howson profile accepted before
             falling back to ``rae``.
+        rae_options: further keyword arguments for :func:`psro.solvers.rae.rae` (static, hashable
+            values), e.g. ``{"gap_iterations": 200}``; ``gamma`` and ``eps`` are fixed at 0.
 
     Returns:
         :class:`SolverResult` with ``gap`` = NashConv (in the game's units, masked game) and ``info``
@@ -145,6 +148,11 @@ def nash(
         rae_kwargs["iterations"] = int(iterations)
     if restarts is not None:
         rae_kwargs["restarts"] = int(restarts)
+    if rae_options:
+        bad = {"gamma", "eps", "mask", "init", "key"} & set(rae_options)
+        if bad:
+            raise ValueError(f"nash: rae_options may not set {sorted(bad)}")
+        rae_kwargs.update(rae_options)
     rae_items = tuple(sorted(rae_kwargs.items()))
     init = None if init is None else pad_strategies(init, payoffs.shape[1:])
 

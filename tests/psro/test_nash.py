@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
 
 import jax
@@ -20,6 +22,14 @@ from psro.solvers.nash import (
     project_simplex,
     zero_sum_lp,
     zero_sum_pdhg,
+)
+
+# Cheaper RAE compiles where the option exists (the fallback's accuracy is not what is tested here).
+FAST_RAE = (
+    {"newton_steps": 0}
+    if "newton_steps"
+    in inspect.signature(importlib.import_module("psro.solvers.rae").rae).parameters
+    else {}
 )
 
 RPS = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -210,7 +220,9 @@ def test_vmap_over_seeds_matches_lp():
 
 def test_auto_under_jit_uses_runtime_zero_sum_check():
     # zero_sum=None and traced payoffs: lax.cond picks PDHG for zero-sum, RAE machinery otherwise.
-    f = jax.jit(lambda p: solvers.solve_result("nash", p, iterations=300, restarts=1))
+    f = jax.jit(
+        lambda p: solvers.solve_result("nash", p, iterations=300, restarts=1, rae_options=FAST_RAE)
+    )
     res = f(jnp.asarray(zs(RPS), jnp.float32))
     assert bool(res.info["zero_sum"])
     np.testing.assert_allclose(np.asarray(res.strategies[0]), np.ones(3) / 3, atol=1e-4)
@@ -263,7 +275,9 @@ def test_degenerate_zero_sum_games_are_finite(method, case):
 def test_rae_fallback_and_three_player_games_reach_small_nash_conv():
     pd = np.array([[3.0, 0.0], [5.0, 1.0]])
     # lh_tol < 0 rejects the Lemke-Howson profile: this exercises the fallback to the RAE dynamics
-    res = solvers.solve_result("nash", np.stack([pd, pd.T]), restarts=2, lh_tol=-1.0)
+    res = solvers.solve_result(
+        "nash", np.stack([pd, pd.T]), restarts=2, lh_tol=-1.0, rae_options=FAST_RAE
+    )
     assert not bool(res.info["zero_sum"])
     np.testing.assert_allclose(np.asarray(res.strategies[0]), [0.0, 1.0], atol=1e-4)
     assert float(res.gap) < 1e-4
@@ -273,7 +287,7 @@ def test_rae_fallback_and_three_player_games_reach_small_nash_conv():
     p[0, 2] += 2.0
     p[1, :, 1] += 2.0
     p[2, :, :, 0] += 2.0
-    res = solvers.solve_result("nash", p, restarts=2, iterations=500)
+    res = solvers.solve_result("nash", p, restarts=2, iterations=500, rae_options=FAST_RAE)
     assert float(res.gap) < 1e-4
     assert [int(np.argmax(np.asarray(s))) for s in res.strategies] == [2, 1, 0]
 
