@@ -200,6 +200,7 @@ class _Game(NamedTuple):
     lam: float  # 0 or 1: outcome_variance
     out_scale: jax.Array  # (n,) factor from normalised gaps to the reported units
     ranges: jax.Array  # (n,) payoff range over live cells (1 where the range is 0)
+    out_offset: jax.Array  # (n,) added to scaled utilities: the payoff minimum if not normalised
 
 
 def _float_dtype():
@@ -216,7 +217,7 @@ def _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize) 
         masks = tuple(jnp.asarray(m, dtype=bool) for m in mask)
     live = _joint_live(masks)
     Vall = None if variances is None else jnp.asarray(variances, dtype=dt)
-    Ws, Vs, rngs = [], [], []
+    Ws, Vs, rngs, lows = [], [], [], []
     for i in range(n):
         Pi = jnp.where(live, P[i], 0.0)
         lo = jnp.min(jnp.where(live, Pi, jnp.inf))
@@ -228,6 +229,7 @@ def _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize) 
         Ws.append(jnp.moveaxis(Mi, i, 0).reshape(sizes[i], -1))
         Vs.append(jnp.moveaxis(Vi, i, 0).reshape(sizes[i], -1))
         rngs.append(r)
+        lows.append(lo)
     ranges = jnp.stack(rngs)
     gamma = jnp.asarray(gamma, dtype=dt)
     gammas = gamma * (jnp.ones_like(ranges) if normalize else ranges)
@@ -241,6 +243,7 @@ def _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize) 
         lam=1.0 if (outcome_variance and variances is not None) else 0.0,
         out_scale=out_scale,
         ranges=ranges,
+        out_offset=jnp.stack(lows) * (0.0 if normalize else 1.0),
     )
 
 
@@ -416,8 +419,7 @@ def utilities(
 ) -> jax.Array:
     """Every player's risk-averse utility ``U_i(sigma_i, sigma_-i)``, shape ``(n_players,)``.
 
-    In normalised units when ``normalize=True``, else in game units (up to each player's additive
-    payoff offset, which does not matter for any comparison).
+    In normalised units (payoffs mapped to [0, 1]) when ``normalize=True``, else in game units.
 
     Example:
         >>> import jax.numpy as jnp
@@ -428,7 +430,8 @@ def utilities(
     _validate(payoffs, variances, mask, None, gamma, eps)
     game = _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize)
     xs = _as_profile(game, sigma)
-    return jnp.stack([_utility(game, xs, i) for i in range(len(xs))]) * game.out_scale
+    u = jnp.stack([_utility(game, xs, i) for i in range(len(xs))])
+    return u * game.out_scale + game.out_offset
 
 
 def best_response(
@@ -463,7 +466,7 @@ def best_response(
     v, xb, _ = _fista_qp(
         c, Q, game.masks[player], uniform(game.masks[player]).astype(c.dtype), iterations
     )
-    return xb, v * game.out_scale[player]
+    return xb, v * game.out_scale[player] + game.out_offset[player]
 
 
 def rae_gap_per_player(
