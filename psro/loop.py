@@ -78,10 +78,13 @@ class PSROConfig:
     oracle_kwargs: dict = dataclasses.field(default_factory=dict)
     episodes: int = 16  # episodes per meta-game cell per evaluation
     jit_solver: bool = True  # False for host-only solvers, e.g. nash with method="lp"
+    symmetric: bool = False  # one shared population for a symmetric two-player game
 
     def __post_init__(self):
         if not isinstance(self.capacity, int) or self.capacity < 2:
             raise ValueError(f"capacity must be an int >= 2, got {self.capacity!r}")
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric must be a bool, got {self.symmetric!r}")
         if not isinstance(self.episodes, int) or self.episodes < 1:
             raise ValueError(f"episodes must be an int >= 1, got {self.episodes!r}")
         if self.solver not in solvers.names():
@@ -140,6 +143,8 @@ class PSRO:
         self.config = config
         self.num_seeds = num_seeds
         self.n = game.env.num_agents
+        if config.symmetric:
+            _check_symmetric(game.env)
         self._oracle = oracles.get(config.oracle)
         self._solver = solvers.get(config.solver)
 
@@ -160,10 +165,13 @@ class PSRO:
 
     def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array, tuple]:
         key, *subs = jax.random.split(state.key, self.n + 1)
+        learners = 1 if self.config.symmetric else self.n
         out = [
             self._oracle(subs[i], self.game, state, i, **self.config.oracle_kwargs)
-            for i in range(self.n)
+            for i in range(learners)
         ]
+        if self.config.symmetric:  # the one new member joins the shared population
+            out = out * self.n
         return tuple(o[0] for o in out), key, tuple(o[1] for o in out)
 
     def _add_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
@@ -305,3 +313,16 @@ class PSRO:
         """Per player, the meta-strategy over its live members."""
         counts = [int(c) for c in state.counts]
         return tuple(state.meta_strategy[i, : counts[i]] for i in range(self.n))
+
+
+def _check_symmetric(env: MultiAgentEnv) -> None:
+    """A shared population needs two players with the same spaces."""
+    if env.num_agents != 2:
+        raise ValueError(f"symmetric=True needs a two-player game; {env!r} has {env.num_agents}")
+    a, b = env.agents
+    for what in ("observation_space", "action_space"):
+        sa, sb = getattr(env, what)(a), getattr(env, what)(b)
+        if sa != sb:
+            raise ValueError(
+                f"symmetric=True needs equal {what.replace('_', ' ')}s; {a!r} has {sa}, {b!r} has {sb}"
+            )

@@ -273,3 +273,36 @@ def test_metagame_batch_equals_one_by_one():
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(mg0), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert float(mg0.count[1, 1]) == 0 and float(mg0.count[0, 1]) == 10
+
+
+def test_symmetric_shared_population():
+    """One population for both players of a symmetric game: one oracle call per iteration,
+    identical populations, a symmetric meta-strategy certified by its gap."""
+    game = matrix_game("matrix/rock_paper_scissors")
+    psro = PSRO(game, PSROConfig(capacity=6, episodes=1, solver="nash", symmetric=True))
+    state = psro.init(jax.random.key(0))
+    for _ in range(4):
+        state = psro.step(state)
+    np.testing.assert_array_equal(state.populations[0].params, state.populations[1].params)
+    np.testing.assert_allclose(state.meta_strategy[0], state.meta_strategy[1])
+    dist = full_game_strategies(game, state)[0]
+    np.testing.assert_allclose(dist, 1 / 3, atol=1e-3)
+    assert float(state.gap) < 1e-3
+    hyper = {"gamma": 2.0, "eps": 0.2}
+    sh = PSRO(
+        matrix_game("matrix/stag_hunt"),
+        PSROConfig(
+            capacity=4,
+            episodes=1,
+            solver="rae",
+            solver_kwargs=hyper,
+            oracle_kwargs=hyper,
+            symmetric=True,
+        ),
+    )
+    st = sh.init(jax.random.key(0))
+    for _ in range(2):
+        st = sh.step(st)
+    assert float(full_game_strategies(sh.game, st)[0][1]) > 0.999  # Hare
+    with pytest.raises(ValueError, match="equal action spaces"):
+        PSRO(_game(matrix.random_general_sum(0, (3, 4))), PSROConfig(symmetric=True))
