@@ -127,6 +127,7 @@ TAU_ACC = 0.6  # s: speed controller time constant
 TAU_HEADING = 0.2  # s
 TAU_LATERAL = 0.6  # s
 MAX_STEERING = np.pi / 3  # rad
+_TAN_MAX_STEER = float(np.tan(MAX_STEERING))
 NUM_SPEED_LEVELS = 3  # target speeds linspace(low, high, 3): 20, 25, 30 m/s
 
 # highway-env's Kinematics observation: feature ranges and reach
@@ -257,59 +258,73 @@ def rectangle_collision(
         >>> [bool(r) for r in rectangle_collision(a, 0.0, gap, 0.0, jnp.array([2.0, 0.0]))[:2]]
         [False, True]
     """
-    shape = jnp.broadcast_shapes(
-        jnp.shape(centre_a)[:-1],
-        jnp.shape(centre_b)[:-1],
-        jnp.shape(heading_a),
-        jnp.shape(heading_b),
+    disp = None if displacement is None else (displacement[..., 0], displacement[..., 1])
+    return _sat(
+        centre_b[..., 0] - centre_a[..., 0],
+        centre_b[..., 1] - centre_a[..., 1],
+        jnp.cos(heading_a),
+        jnp.sin(heading_a),
+        jnp.cos(heading_b),
+        jnp.sin(heading_b),
+        disp,
+        length,
+        width,
     )
-    ca, sa = jnp.cos(heading_a), jnp.sin(heading_a)
-    cb, sb = jnp.cos(heading_b), jnp.sin(heading_b)
+
+
+def _sat(dx, dy, ca, sa, cb, sb, disp, length, width):
+    """The SAT core on the centre offset ``b - a`` and the direction cosines (any shapes).
+
+    Projections are taken relative to ``a``'s centre, with both rectangles' half-extents on the
+    four axes from ``|cos|``, ``|sin|`` of the heading difference -- the intervals highway-env
+    projects corner by corner. ``disp``: ``(dx, dy)`` of ``a`` relative to ``b``, or None.
+
+    highway-env visits eight signed edge normals (-u_a, v_a, u_a, -v_a, -u_b, v_b, u_b, -v_b) and
+    keeps the smallest ``|interval_distance|`` as the push; that distance is not symmetric in the
+    sign of the normal, so both signs are evaluated: with ``a``'s swept interval
+    ``[min_a, max_a]`` and ``b``'s ``[min_b, max_b]`` on ``+n``, the ``+n`` distance is
+    ``min_b - max_a`` if ``min_a < min_b`` else ``min_a - max_b``, and the ``-n`` one is
+    ``min_a - max_b`` if ``max_a > max_b`` else ``min_b - max_a``. Both signs push the same way
+    (away from ``b``), so each axis contributes the smaller of the two; axes are taken in
+    highway-env's order of first visit (u_a, v_a, u_b, v_b), ties to the first.
+    """
     hl, hw = 0.5 * length, 0.5 * width
-    d = centre_b - centre_a
-    intersecting = jnp.ones(shape, jnp.bool_)
-    will = jnp.ones(shape, jnp.bool_)
-    best = jnp.full(shape, jnp.inf)
-    tx = jnp.zeros(shape)
-    ty = jnp.zeros(shape)
-    # highway-env's eight edge normals, in its order (its corners run rear-right, rear-left,
-    # front-left, front-right): -u_a, v_a, u_a, -v_a, then b's. Opposite normals matter: the
-    # overlap depth ``interval_distance`` reports is not symmetric, and the push is the smallest.
-    signed = [
-        (-ca, -sa),
-        (-sa, ca),
-        (ca, sa),
-        (sa, -ca),
-        (-cb, -sb),
-        (-sb, cb),
-        (cb, sb),
-        (sb, -cb),
-    ]
-    for nx, ny in signed:
-        ra = hl * jnp.abs(ca * nx + sa * ny) + hw * jnp.abs(-sa * nx + ca * ny)
-        rb = hl * jnp.abs(cb * nx + sb * ny) + hw * jnp.abs(-sb * nx + cb * ny)
-        pa = centre_a[..., 0] * nx + centre_a[..., 1] * ny
-        pb = centre_b[..., 0] * nx + centre_b[..., 1] * ny
-        min_a, max_a, min_b, max_b = pa - ra, pa + ra, pb - rb, pb + rb
-        intersecting = intersecting & ~(_interval_distance(min_a, max_a, min_b, max_b) > 0)
-        if displacement is not None:
-            p = displacement[..., 0] * nx + displacement[..., 1] * ny
-            min_a = min_a + jnp.minimum(p, 0.0)
-            max_a = max_a + jnp.maximum(p, 0.0)
-        dist = _interval_distance(min_a, max_a, min_b, max_b)
-        will = will & ~(dist > 0)
-        closer = jnp.abs(dist) < best
-        sign = jnp.where(d[..., 0] * nx + d[..., 1] * ny < 0, 1.0, -1.0)  # away from b
-        best = jnp.where(closer, jnp.abs(dist), best)
-        tx = jnp.where(closer, sign * nx, tx)
-        ty = jnp.where(closer, sign * ny, ty)
+    cd = jnp.abs(ca * cb + sa * sb)  # |cos(h_b - h_a)|
+    sd = jnp.abs(sa * cb - ca * sb)  # |sin(h_b - h_a)|
+    across_u = hl * cd + hw * sd  # the other rectangle's half-extent on one's long axis
+    across_v = hl * sd + hw * cd  # ... on one's short axis
+    base = (
+        (ca, sa, hl, across_u),
+        (-sa, ca, hw, across_v),
+        (cb, sb, across_u, hl),
+        (-sb, cb, across_v, hw),
+    )
+    intersecting = will = best = tx = ty = None
+    for nx, ny, ra, rb in base:
+        q = dx * nx + dy * ny  # b's centre on the axis, from a's
+        apart = jnp.abs(q) > ra + rb
+        min_a, max_a = -ra, ra
+        if disp is not None:
+            p = disp[0] * nx + disp[1] * ny
+            min_a, max_a = min_a + jnp.minimum(p, 0.0), max_a + jnp.maximum(p, 0.0)
+        min_b, max_b = q - rb, q + rb
+        right, left = min_b - max_a, min_a - max_b  # > 0: b wholly right / left of a
+        sweep_ok = (right <= 0) & (left <= 0)
+        d_plus = jnp.where(min_a < min_b, right, left)
+        d_minus = jnp.where(max_a > max_b, left, right)
+        depth = jnp.minimum(jnp.abs(d_plus), jnp.abs(d_minus))
+        away = jnp.where(q < 0, 1.0, -1.0)  # the normal, turned to point from b to a
+        if best is None:
+            intersecting, will = ~apart, sweep_ok
+            best, tx, ty = depth, away * nx, away * ny
+        else:
+            intersecting, will = intersecting & ~apart, will & sweep_ok
+            closer = depth < best
+            best = jnp.where(closer, depth, best)
+            tx = jnp.where(closer, away * nx, tx)
+            ty = jnp.where(closer, away * ny, ty)
     translation = jnp.stack([best * tx, best * ty], axis=-1)
     return intersecting, will, translation
-
-
-def _interval_distance(min_a, max_a, min_b, max_b):
-    """Gap between intervals (negative when they overlap), highway-env's ``interval_distance``."""
-    return jnp.where(min_a < min_b, min_b - max_a, min_a - max_b)
 
 
 def rectangles_overlap(
@@ -381,6 +396,20 @@ class TwoWay(MultiAgentEnv):
             "oncoming_west": (2 + 2 * k, 2 + 2 * k + m),
             "oncoming_east": (2 + 2 * k + m, 2 + 2 * k + 2 * m),
         }
+        # the vehicle pairs i < j in highway-env's loop order, and per vehicle: which pairs it is
+        # in, with what sign it takes the push (+ as a, - as b), and each pair's rank in the loop
+        # (the later pair's push wins): (i, j) ranks V + j for i, i for j; -1 if not in it
+        n = self.num_vehicles
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        self._pair_i = np.array([i for i, _ in pairs], np.int32)
+        self._pair_j = np.array([j for _, j in pairs], np.int32)
+        self._incidence = np.zeros((n, len(pairs)), np.float32)
+        self._pair_sign = np.zeros((n, len(pairs)), np.float32)
+        self._pair_order = np.full((n, len(pairs)), -1.0, np.float32)
+        for k, (i, j) in enumerate(pairs):
+            self._incidence[i, k] = self._incidence[j, k] = 1.0
+            self._pair_sign[i, k], self._pair_sign[j, k] = 0.5, -0.5
+            self._pair_order[i, k], self._pair_order[j, k] = n + j, i
         rows = 1 + self.observed_vehicles
         low = np.tile(np.array([0.0, -1.0, -1.0, -1.0, -1.0], np.float32), rows)
         self._obs_space = spaces.Box(low, np.ones_like(low), (rows * NUM_FEATURES,), np.float32)
@@ -451,8 +480,7 @@ class TwoWay(MultiAgentEnv):
         state = self._meta_action(state, acts, alive, params)
         x0 = state.x[:2]
         crashed0 = state.crashed[:2]
-        n_sub = self._substeps(params)
-        state = jax.lax.fori_loop(0, n_sub, lambda _, s: self._substep(s, params), state)
+        state = self._physics(state, params)
 
         speed = state.speed[:2]
         fwd = speed * jnp.cos(state.heading[:2] - self._lane_heading(d[:2]))
@@ -572,127 +600,177 @@ class TwoWay(MultiAgentEnv):
         )
 
     # --------------------------------------------------------------------- physics
-    def _substep(self, state: TwoWayState, params: TwoWayParams) -> TwoWayState:
-        """One ``1 / simulation_frequency`` s step of every vehicle: control, motion, collisions."""
-        dt = 1.0 / params.simulation_frequency
-        d = jnp.asarray(self.direction)
-        x, y, h, v = state.x, state.y, state.heading, state.speed
-        lane_h = self._lane_heading(d)
-        safe_v = _not_zero(v)
+    def _physics(self, state: TwoWayState, params: TwoWayParams) -> TwoWayState:
+        """``simulation_frequency // policy_frequency`` sub-steps of every vehicle.
 
-        # steering: highway-env's ControlledVehicle.steering_control (straight lanes)
-        lateral = d * (y - state.target_y)  # lateral offset in the lane's frame
-        lat_speed_cmd = -lateral / TAU_LATERAL
-        heading_cmd = jnp.arcsin(jnp.clip(lat_speed_cmd / safe_v, -1.0, 1.0))
-        heading_ref = lane_h + jnp.clip(heading_cmd, -jnp.pi / 4, jnp.pi / 4)
-        rate_cmd = _wrap_to_pi(heading_ref - h) / TAU_HEADING
-        slip = jnp.arcsin(jnp.clip(0.5 * LENGTH / safe_v * rate_cmd, -1.0, 1.0))
-        steer = jnp.clip(jnp.arctan(2.0 * jnp.tan(slip)), -MAX_STEERING, MAX_STEERING)
-
-        # acceleration: players track their cruise speed, traffic follows IDM
-        acc_players = (state.target_speed[:2] - v[:2]) / TAU_ACC
-        acc_traffic = self._idm(state, params)
-        acc = jnp.concatenate([acc_players, acc_traffic])
-
-        # highway-env's clip_actions: a crashed vehicle steers straight and brakes to a stop
-        steer = jnp.where(state.crashed, 0.0, steer)
-        acc = jnp.where(state.crashed, -v, acc)
-        acc = jnp.where(v > MAX_SPEED, jnp.minimum(acc, MAX_SPEED - v), acc)
-        acc = jnp.where(v < -MAX_SPEED, jnp.maximum(acc, -MAX_SPEED - v), acc)
-
-        # kinematic bicycle, explicit Euler (position, then heading, then speed); a pending
-        # impact from the last sub-step's "will intersect" pushes the car and crashes it
-        beta = jnp.arctan(0.5 * jnp.tan(steer))
-        move = state.active
-        pending = state.impact_pending & move
-        nx = x + v * jnp.cos(h + beta) * dt + jnp.where(pending, state.impact[:, 0], 0.0)
-        ny = y + v * jnp.sin(h + beta) * dt + jnp.where(pending, state.impact[:, 1], 0.0)
-        nx, ny = jnp.where(move, nx, x), jnp.where(move, ny, y)
-        nh = jnp.where(move, h + v * jnp.sin(beta) / (0.5 * LENGTH) * dt, h)
-        nv = jnp.where(move, v + acc * dt, v)
-        crashed = state.crashed | pending
-        active = move & (nx >= 0.0) & (nx <= params.road_length)
-
-        # collisions, every pair (a = the lower index, as highway-env's loop over i < j)
+        Written per vehicle and per pair on scalars (unrolled Python loops over the static
+        vehicle count): under ``vmap`` every quantity is then one contiguous vector over the batch,
+        with no gathers, transposes or reductions across a small vehicle axis -- several times
+        faster on CPU than the same maths on ``(V,)`` and ``(V, V)`` arrays.
+        """
         n = self.num_vehicles
-        idx = jnp.arange(n)
-        centre = jnp.stack([nx, ny], axis=-1)
-        vel = nv[:, None] * jnp.stack([jnp.cos(nh), jnp.sin(nh)], axis=-1)
-        intersect, will, push = rectangle_collision(
-            centre[:, None, :],
-            nh[:, None],
-            centre[None, :, :],
-            nh[None, :],
-            (vel[:, None, :] - vel[None, :, :]) * dt,
+        n_sub = self._substeps(params)
+        unstack = lambda a: tuple(a[k] for k in range(n))
+        carry = (
+            unstack(state.x),
+            unstack(state.y),
+            unstack(state.heading),
+            unstack(jnp.cos(state.heading)),
+            unstack(jnp.sin(state.heading)),
+            unstack(state.speed),
+            unstack(state.crashed),
+            unstack(state.active),
+            unstack(state.impact[:, 0]),
+            unstack(state.impact[:, 1]),
+            unstack(state.impact_pending),
         )
-        # highway-env's bounding-circle pre-check (with the lower-index car's own travel)
-        dist2 = jnp.sum((centre[:, None, :] - centre[None, :, :]) ** 2, axis=-1)
-        reach = np.hypot(LENGTH, WIDTH) + nv[:, None] * dt
-        pair = (
-            (idx[:, None] < idx[None, :])
-            & active[:, None]
-            & active[None, :]
-            & (dist2 <= reach * jnp.abs(reach))
-        )
-        intersect = intersect & pair
-        will = will & pair
-        crashed = crashed | jnp.any(intersect | intersect.T, axis=1)
-        # the impact: half the push each, the later pair in highway-env's loop order wins
-        will_sym = will | will.T
-        order = jnp.where(idx[None, :] > idx[:, None], n + idx[None, :], idx[None, :])
-        order = jnp.where(will_sym, order, -1)
-        last = (order == jnp.max(order, axis=1, keepdims=True)) & will_sym
-        half = 0.5 * jnp.where(
-            (idx[:, None] < idx[None, :])[..., None], push, -push.transpose(1, 0, 2)
-        )
-        impact = jnp.sum(last[..., None] * half, axis=1)
+        targets = (unstack(state.target_speed), unstack(state.target_y))
+        carry = jax.lax.fori_loop(0, n_sub, lambda _, c: self._substep(c, targets, params), carry)
+        x, y, h, _, _, v, crashed, active, ix, iy, pending = (jnp.stack(c) for c in carry)
         return state.replace(
-            x=nx,
-            y=ny,
-            heading=nh,
-            speed=nv,
-            active=active,
+            x=x,
+            y=y,
+            heading=h,
+            speed=v,
             crashed=crashed,
-            impact=impact,
-            impact_pending=jnp.any(will_sym, axis=1),
+            active=active,
+            impact=jnp.stack([ix, iy], axis=-1),
+            impact_pending=pending,
         )
 
-    def _idm(self, state: TwoWayState, params: TwoWayParams) -> jax.Array:
-        """IDM accelerations ``(V - 2,)`` of the traffic (highway-env's ``IDMVehicle``)."""
+    def _substep(self, carry, targets, params: TwoWayParams):
+        """One ``1 / simulation_frequency`` s step: control, motion, collisions (per-vehicle tuples)."""
         n = self.num_vehicles
-        if n == 2:
-            return jnp.zeros((0,), jnp.float32)
-        d = jnp.asarray(self.direction)
-        dt_ = d[2:, None]  # (T, 1) the follower's direction = its lane's
-        lane_y = jnp.where(d[2:] > 0, params.lane_width, 0.0)[:, None]
-        v = state.speed
-        vx, vy = v * jnp.cos(state.heading), v * jnp.sin(state.heading)
-        gap = dt_ * (state.x[None, :] - state.x[2:, None])  # (T, V) along the follower's lane
-        on_lane = jnp.abs(state.y[None, :] - lane_y) <= 0.5 * params.lane_width + 1.0
-        not_self = ~jnp.eye(n, dtype=bool)[2:]
-        cand = on_lane & (gap >= 0.0) & state.active[None, :] & not_self
-        g = jnp.where(cand, gap, jnp.inf)
-        g_min = jnp.min(g, axis=1)  # (T,)
-        has_front = jnp.isfinite(g_min)
-        pick = (g == g_min[:, None]) & cand
-        pick = pick.astype(jnp.float32) / jnp.maximum(jnp.sum(pick, axis=1, keepdims=True), 1.0)
-        cos_f, sin_f = jnp.cos(state.heading[2:]), jnp.sin(state.heading[2:])
-        # projected speed difference (ego velocity - front velocity) . ego direction
-        dv = (vx[2:] - pick @ vx) * cos_f + (vy[2:] - pick @ vy) * sin_f
-        ego_v = v[2:]
-        desired = jnp.clip(state.target_speed[2:], 0.0, params.speed_limit)
-        acc = params.idm_comfort_acc * (
-            1.0 - jnp.power(jnp.maximum(ego_v, 0.0) / jnp.abs(_not_zero(desired)), params.idm_delta)
+        dt = 1.0 / params.simulation_frequency
+        x, y, h, cos_h0, sin_h0, v, crashed, active, ix, iy, pending = carry
+        target_speed, target_y = targets
+        direction = [float(d) for d in self.direction]
+        acc_idm = self._idm(x, y, cos_h0, sin_h0, v, active, target_speed, params)
+
+        nx, ny, nh, nv, ncrashed, nactive = [], [], [], [], [], []
+        for k in range(n):
+            d = direction[k]
+            lane_h = 0.0 if d > 0 else np.pi
+            safe_v = _not_zero(v[k])
+            # steering: highway-env's ControlledVehicle.steering_control (straight lanes):
+            # lateral position -> lateral speed -> heading -> heading rate -> steering angle
+            lateral = d * (y[k] - target_y[k])
+            heading_cmd = jnp.arcsin(jnp.clip(-lateral / TAU_LATERAL / safe_v, -1.0, 1.0))
+            heading_ref = lane_h + jnp.clip(heading_cmd, -np.pi / 4, np.pi / 4)
+            rate_cmd = _wrap_to_pi(heading_ref - h[k]) / TAU_HEADING
+            z = jnp.clip(0.5 * LENGTH / safe_v * rate_cmd, -1.0, 1.0)  # sin(slip)
+            # steering = atan(2 tan(slip)), clipped to +/- 60 deg, and the bicycle's slip angle
+            # beta = atan(tan(steering) / 2): only their tangents are needed (no arc functions)
+            tan_steer = jnp.clip(2.0 * z / jnp.sqrt(1.0 - z * z), -_TAN_MAX_STEER, _TAN_MAX_STEER)
+            tan_beta = jnp.where(crashed[k], 0.0, 0.5 * tan_steer)  # crashed: steer straight
+            cos_beta = jax.lax.rsqrt(1.0 + tan_beta * tan_beta)
+            sin_beta = tan_beta * cos_beta
+            # acceleration: players track their cruise speed, traffic follows IDM
+            if k < 2:
+                acc = (target_speed[k] - v[k]) / TAU_ACC
+            else:
+                acc = acc_idm[k - 2]
+            acc = jnp.where(crashed[k], -v[k], acc)  # crashed: brake to a stop
+            acc = jnp.where(v[k] > MAX_SPEED, jnp.minimum(acc, MAX_SPEED - v[k]), acc)
+            acc = jnp.where(v[k] < -MAX_SPEED, jnp.maximum(acc, -MAX_SPEED - v[k]), acc)
+            # kinematic bicycle, explicit Euler (position, then heading, then speed); a pending
+            # impact from the last sub-step's "will intersect" pushes the car and crashes it
+            ch, sh = cos_h0[k], sin_h0[k]
+            move = active[k]
+            push = pending[k] & move
+            px = x[k] + v[k] * (ch * cos_beta - sh * sin_beta) * dt + jnp.where(push, ix[k], 0.0)
+            py = y[k] + v[k] * (sh * cos_beta + ch * sin_beta) * dt + jnp.where(push, iy[k], 0.0)
+            nx.append(jnp.where(move, px, x[k]))
+            ny.append(jnp.where(move, py, y[k]))
+            nh.append(jnp.where(move, h[k] + v[k] * sin_beta / (0.5 * LENGTH) * dt, h[k]))
+            nv.append(jnp.where(move, v[k] + acc * dt, v[k]))
+            ncrashed.append(crashed[k] | push)
+            nactive.append(move & (nx[k] >= 0.0) & (nx[k] <= params.road_length))
+
+        # collisions: every pair i < j in highway-env's loop order (a = the lower index); the
+        # impact of a "will intersect" is half the push each way, and the later pair overwrites
+        cos_h = [jnp.cos(a) for a in nh]
+        sin_h = [jnp.sin(a) for a in nh]
+        vx = [nv[k] * cos_h[k] for k in range(n)]
+        vy = [nv[k] * sin_h[k] for k in range(n)]
+        nix, niy = [jnp.zeros_like(a) for a in nx], [jnp.zeros_like(a) for a in nx]
+        npending = [jnp.zeros_like(a) for a in nactive]
+        diag = float(np.hypot(LENGTH, WIDTH))
+        for i in range(n):
+            for j in range(i + 1, n):
+                dx, dy = nx[j] - nx[i], ny[j] - ny[i]
+                rel = ((vx[i] - vx[j]) * dt, (vy[i] - vy[j]) * dt)
+                inter, will, push = _sat(
+                    dx, dy, cos_h[i], sin_h[i], cos_h[j], sin_h[j], rel, LENGTH, WIDTH
+                )
+                # highway-env's bounding-circle pre-check (with the lower-index car's travel)
+                reach = diag + nv[i] * dt
+                near = nactive[i] & nactive[j] & (dx * dx + dy * dy <= reach * jnp.abs(reach))
+                inter, will = inter & near, will & near
+                ncrashed[i], ncrashed[j] = ncrashed[i] | inter, ncrashed[j] | inter
+                nix[i] = jnp.where(will, 0.5 * push[..., 0], nix[i])
+                niy[i] = jnp.where(will, 0.5 * push[..., 1], niy[i])
+                nix[j] = jnp.where(will, -0.5 * push[..., 0], nix[j])
+                niy[j] = jnp.where(will, -0.5 * push[..., 1], niy[j])
+                npending[i], npending[j] = npending[i] | will, npending[j] | will
+        return (
+            tuple(nx),
+            tuple(ny),
+            tuple(nh),
+            tuple(cos_h),
+            tuple(sin_h),
+            tuple(nv),
+            tuple(ncrashed),
+            tuple(nactive),
+            tuple(nix),
+            tuple(niy),
+            tuple(npending),
         )
+
+    def _idm(self, x, y, cos_h, sin_h, v, active, target_speed, params: TwoWayParams) -> list:
+        """IDM accelerations of the traffic (highway-env's ``IDMVehicle``), per vehicle tuples in.
+
+        The car followed is the nearest vehicle of any kind ahead along the lane whose centre is
+        within ``lane_width / 2 + 1`` m of the lane's centre line (highway-env's
+        ``neighbour_vehicles`` with its margin of 1 m); on equal distances the later one.
+        """
+        n = self.num_vehicles
+        out = []
         ab = -params.idm_comfort_acc * params.idm_comfort_dec
-        d_star = (
-            params.idm_distance + ego_v * params.idm_time_gap + ego_v * dv / (2.0 * jnp.sqrt(ab))
-        )
-        interaction = (
-            params.idm_comfort_acc * (d_star / _not_zero(jnp.where(has_front, g_min, 1.0))) ** 2
-        )
-        acc = acc - jnp.where(has_front, interaction, 0.0)
-        return jnp.clip(acc, -params.idm_acc_max, params.idm_acc_max)
+        vx = [v[k] * cos_h[k] for k in range(n)]
+        vy = [v[k] * sin_h[k] for k in range(n)]
+        for j in range(2, n):
+            d = float(self.direction[j])
+            lane_y = params.lane_width if d > 0 else 0.0
+            best = jnp.full_like(x[j], jnp.inf)
+            front_vx = jnp.zeros_like(x[j])
+            front_vy = jnp.zeros_like(x[j])
+            for k in range(n):
+                if k == j:
+                    continue
+                gap = d * (x[k] - x[j])
+                cand = (
+                    active[k]
+                    & (jnp.abs(y[k] - lane_y) <= 0.5 * params.lane_width + 1.0)
+                    & (gap >= 0.0)
+                    & (gap <= best)
+                )
+                best = jnp.where(cand, gap, best)
+                front_vx = jnp.where(cand, vx[k], front_vx)
+                front_vy = jnp.where(cand, vy[k], front_vy)
+            has_front = jnp.isfinite(best)
+            # projected speed difference (own velocity - front velocity) . own direction
+            dv = (vx[j] - front_vx) * cos_h[j] + (vy[j] - front_vy) * sin_h[j]
+            desired = jnp.clip(target_speed[j], 0.0, params.speed_limit)
+            ratio = jnp.maximum(v[j], 0.0) / jnp.abs(_not_zero(desired))
+            acc = params.idm_comfort_acc * (1.0 - jnp.power(ratio, params.idm_delta))
+            d_star = (
+                params.idm_distance + v[j] * params.idm_time_gap + v[j] * dv / (2.0 * jnp.sqrt(ab))
+            )
+            gap = _not_zero(jnp.where(has_front, best, 1.0))
+            acc = acc - jnp.where(has_front, params.idm_comfort_acc * (d_star / gap) ** 2, 0.0)
+            out.append(jnp.clip(acc, -params.idm_acc_max, params.idm_acc_max))
+        return out
 
     # --------------------------------------------------------------------- observation
     def _observe(self, state: TwoWayState, params: TwoWayParams) -> dict[str, jax.Array]:

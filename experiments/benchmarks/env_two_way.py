@@ -1,0 +1,280 @@
+"""Benchmark part ``env_two_way``: the JAX two-way driving game, vmapped and scanned, vs highway-env.
+
+Project side: ``envs.make("two_way")`` (defaults: 2 cars ahead of each player, 6 vehicles,
+15 Hz physics, 1 Hz decisions) stepped with auto-reset for ``B`` envs at once under ``jax.vmap``,
+``T`` policy steps inside one jitted ``jax.lax.scan``, uniformly random meta-actions drawn inside
+the program; env-steps/s = ``B * T / time`` (one env-step = one decision of both players = 15
+physics sub-steps), the median over repeats (``block_until_ready``), at each batch size tried and at
+the best one. Compile time is reported on its own row.
+
+Anchor (same run, same machine): highway-env's ``two-way-v0`` (``gymnasium.make``), one env,
+uniformly random meta-actions, its own 15 Hz / 1 Hz setting, ``Kinematics`` observation (the
+observation this game computes; two-way-v0's default is a time-to-collision grid), reset when an
+episode ends -- policy steps per second. If highway-env is not installed the anchor rows say so and
+the ratio is left empty. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.md``).
+
+The two sides do not simulate the same scene: highway-env has one controlled car and 5 IDM cars
+(6 vehicles), this game two controlled cars and 4 IDM cars (6 vehicles) -- the same number of
+vehicles, pairs for the collision test and sub-steps per decision.
+
+    python -m experiments.benchmarks.env_two_way [--quick]
+
+``run(quick)`` returns the rows (dicts with ``part``, ``case``, ``value``, ``unit``, ``anchor``,
+``anchor_value``, ``ratio``, ``note`` and the machine); ``experiments.bench`` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+
+PART = "env_two_way"
+ANCHOR = "highway-env two-way-v0, one env, random actions (15 Hz / 1 Hz)"
+
+
+def machine() -> str:
+    """The shared machine line (CPU model, cores, JAX devices) plus the load average."""
+    from experiments.benchmarks.machine import describe, format_machine
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return f"{format_machine(describe())} | load {load}"
+
+
+def _scan_program(env, params, num_envs: int, num_steps: int):
+    """A jitted ``key -> checksum`` that steps ``num_envs`` envs ``num_steps`` policy steps."""
+    agents = env.agents
+    n_actions = [int(env.action_space(a).n) for a in agents]
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def program(key):
+        key, k_reset = jax.random.split(key)
+        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(k_reset, num_envs), params
+        )
+        total = jnp.zeros((), jnp.float32)
+
+        def body(carry, _):
+            state, obs, key, total = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            k_acts = jax.random.split(k_act, len(agents))
+            actions = {
+                a: jax.random.randint(k_acts[i], (num_envs,), 0, n_actions[i])
+                for i, a in enumerate(agents)
+            }
+            obs, state, rew, _, _, _ = vstep(
+                jax.random.split(k_env, num_envs), state, actions, params
+            )
+            total = total + sum(jnp.sum(rew[a]) for a in agents)
+            return (state, obs, key, total), None
+
+        (state, obs, _, total), _ = jax.lax.scan(
+            body, (state, obs, key, total), None, length=num_steps
+        )
+        # the observations and the state feed the result, so nothing is optimised away
+        return total + sum(jnp.sum(obs[a]) for a in agents) + jnp.sum(state.x)
+
+    return jax.jit(program)
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
+class _JaxSide:
+    """The scanned program at one batch size, compiled (compile time kept) and warmed up."""
+
+    def __init__(self, env, params, num_envs: int, total_steps: int):
+        self.num_envs = num_envs
+        self.num_steps = max(total_steps // num_envs, 8)
+        fn = _scan_program(env, params, num_envs, self.num_steps)
+        key = jax.random.key(0)
+        t0 = time.perf_counter()
+        self.compiled = fn.lower(key).compile()
+        self.compile_s = time.perf_counter() - t0
+        jax.block_until_ready(self.compiled(key))  # warm-up run
+        self.calls = 0
+
+    def time_once(self) -> float:
+        """Seconds for one call (``num_envs * num_steps`` env-steps), fresh key each call."""
+        self.calls += 1
+        return _timed(self.compiled, jax.random.key(self.calls))
+
+    def rate(self, seconds: float) -> float:
+        return self.num_envs * self.num_steps / seconds
+
+
+class _HighwayEnvSide:
+    """highway-env's ``two-way-v0`` in a plain loop, random actions, reset at episode ends."""
+
+    def __init__(self, steps: int, seed: int = 0):
+        import gymnasium
+        import highway_env  # noqa: F401  (registers the envs)
+
+        self.steps = steps
+        self.env = gymnasium.make(
+            "two-way-v0",
+            config={
+                "observation": {"type": "Kinematics"},
+                "simulation_frequency": 15,
+                "policy_frequency": 1,
+            },
+        )
+        self.rng = np.random.default_rng(seed)
+        self.n = int(self.env.action_space.n)
+        self.episodes = 0
+        self.env.reset(seed=seed)
+        self._loop(20)  # warm up, cross an episode boundary or two
+
+    def _loop(self, n: int) -> None:
+        env, rng = self.env, self.rng
+        for _ in range(n):
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(self.n)))
+            if terminated or truncated:
+                self.episodes += 1
+                env.reset()
+
+    def time_once(self) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            self._loop(self.steps)
+            return time.perf_counter() - t0
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Measure both sides in this process; return the rows (see the module docstring).
+
+    First every batch size is timed (median of ``repeats`` calls) to find the best; then the best
+    batch and highway-env are timed in alternation, ``repeats`` rounds, so that a change in the
+    machine's load hits both sides of the ratio alike.
+    """
+    env, params = envs.make("two_way")
+    on_cpu = jax.devices()[0].platform == "cpu"
+    if quick:
+        batches, total, repeats, hw_steps = (256, 1024), 1 << 16, 3, 100
+    else:
+        batches, total, repeats, hw_steps = (64, 256, 1024, 4096, 16384), 1 << 19, 5, 300
+        if not on_cpu:  # an accelerator wants bigger batches
+            batches, total = (*batches, 65536, 262144), 1 << 23
+    mach = machine()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            anchor = _HighwayEnvSide(hw_steps)
+        missing = None
+    except ImportError as err:
+        anchor, missing = (
+            None,
+            f"highway-env not installed ({err}); pip install 'rae-psro[highway]'",
+        )
+    sides, sweep = [], []
+    for b in batches:
+        side = _JaxSide(env, params, b, total)
+        sides.append(side)
+        sweep.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
+    best = sides[int(np.argmax(sweep))]
+    t_jax, t_hw = [], []
+    for _ in range(repeats):
+        if anchor is not None:
+            t_hw.append(anchor.time_once())
+        t_jax.append(best.time_once())
+    a_val = hw_steps / statistics.median(t_hw) if anchor is not None else None
+    best_val = best.rate(statistics.median(t_jax))
+
+    def row(case, value, unit, anchor_value=None, **extra):
+        return {
+            "part": PART,
+            "case": case,
+            "value": value,
+            "unit": unit,
+            "anchor": ANCHOR if anchor_value else None,
+            "anchor_value": anchor_value,
+            "ratio": value / anchor_value if anchor_value else None,
+            "machine": mach,
+            **extra,
+        }
+
+    shape = {"num_envs": best.num_envs, "num_steps": best.num_steps, "repeats": repeats}
+    note = (
+        f"timed in alternation with the anchor, {repeats} rounds, medians; "
+        "1 env-step = both players' decision + 15 physics sub-steps of 6 vehicles"
+    )
+    if missing:
+        note += f"; anchor skipped: {missing}"
+    rows = [
+        row(
+            f"jax vmap+scan, best batch (B={best.num_envs})",
+            best_val,
+            "env-steps/s",
+            a_val,
+            note=note,
+            **shape,
+        ),
+        row(f"jax compile (B={best.num_envs}, T={best.num_steps})", best.compile_s, "s", **shape),
+    ]
+    if anchor is not None:
+        rows.append(
+            row(
+                "highway-env two-way-v0 (anchor)",
+                a_val,
+                "env-steps/s",
+                steps=hw_steps,
+                repeats=repeats,
+                note=f"Kinematics observation; {anchor.episodes} episodes ended (crashes) in the run",
+            )
+        )
+    else:
+        rows.append(
+            row("highway-env two-way-v0 (anchor)", float("nan"), "env-steps/s", note=missing)
+        )
+    for side, rate in zip(sides, sweep, strict=True):
+        rows.append(
+            row(
+                f"jax vmap+scan, B={side.num_envs} (sweep)",
+                rate,
+                "env-steps/s",
+                a_val,
+                num_envs=side.num_envs,
+                num_steps=side.num_steps,
+                compile_s=side.compile_s,
+                repeats=repeats,
+            )
+        )
+    return rows
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+    return str(x)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
+    args = parser.parse_args(argv)
+    rows = run(quick=args.quick)
+    print(f"{PART} -- {rows[0]['machine']}")
+    print(f"{'case':<44} {'value':>14} {'unit':<12} {'anchor':>10} {'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['case']:<44} {_fmt(r['value']):>14} {r['unit']:<12} "
+            f"{_fmt(r['anchor_value']):>10} {_fmt(r['ratio']) + ('x' if r['ratio'] else ''):>8}"
+        )
+
+
+if __name__ == "__main__":
+    main()
