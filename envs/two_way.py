@@ -774,42 +774,54 @@ class TwoWay(MultiAgentEnv):
 
     # --------------------------------------------------------------------- observation
     def _observe(self, state: TwoWayState, params: TwoWayParams) -> dict[str, jax.Array]:
+        """highway-env's Kinematics rows per player (module docstring); scalar code, as physics."""
         n, k_obs = self.num_vehicles, self.observed_vehicles
-        d = jnp.asarray(self.direction)
+        half_l, half_w = 0.5 * params.road_length, 0.5 * params.lane_width
         vx = state.speed * jnp.cos(state.heading)
         vy = state.speed * jnp.sin(state.heading)
-        scale = jnp.stack(
-            [jnp.float32(1.0), OBS_X_RANGE, 2.0 * params.lane_width, OBS_V_RANGE, OBS_V_RANGE]
-        )
-        idx = jnp.arange(n)
+        scale = (1.0, OBS_X_RANGE, 2.0 * params.lane_width, OBS_V_RANGE, OBS_V_RANGE)
+        zero = jnp.zeros_like(state.x[0])
         obs = {}
         for i, agent in enumerate(self.agents):
-            di = d[i]
+            di = float(self.direction[i])
             # the player's frame: turned half a turn about the road centre for player_1
-            fx = 0.5 * params.road_length + di * (state.x - 0.5 * params.road_length)
-            fy = 0.5 * params.lane_width + di * (state.y - 0.5 * params.lane_width)
-            fvx, fvy = di * vx, di * vy
-            own = jnp.stack([jnp.float32(1.0), fx[i], fy[i], fvx[i], fvy[i]])
-            rel_x, rel_y = fx - fx[i], fy - fy[i]
-            cand = (
-                state.active
-                & (idx != i)
-                & (rel_x * rel_x + rel_y * rel_y < PERCEPTION_DISTANCE**2)
-                & (rel_x > -SEE_BEHIND)
-            )
-            key = jnp.where(cand, jnp.abs(rel_x), jnp.inf)
-            # rank of each vehicle by distance (ties: lower index first), without a sort
-            before = (key[None, :] < key[:, None]) | (
-                (key[None, :] == key[:, None]) & (idx[None, :] < idx[:, None])
-            )
-            rank = jnp.sum(before, axis=1)  # (V,)
-            select = ((rank[None, :] == jnp.arange(k_obs)[:, None]) & cand[None, :]).astype(
-                jnp.float32
-            )  # (k_obs, V) one-hot rows
-            feats = jnp.stack([jnp.ones(n), rel_x, rel_y, fvx - fvx[i], fvy - fvy[i]], axis=1)
-            rows = select @ feats  # (k_obs, 5), zero rows where fewer vehicles
-            table = jnp.concatenate([own[None, :], rows], axis=0) / scale
-            obs[agent] = jnp.clip(table, -1.0, 1.0).reshape(-1).astype(jnp.float32)
+            fx = [half_l + di * (state.x[k] - half_l) for k in range(n)]
+            fy = [half_w + di * (state.y[k] - half_w) for k in range(n)]
+            fvx = [di * vx[k] for k in range(n)]
+            fvy = [di * vy[k] for k in range(n)]
+            rows = [[jnp.ones_like(zero), fx[i], fy[i], fvx[i], fvy[i]]]
+            others = [k for k in range(n) if k != i]
+            feats, keys = [], []
+            for k in others:
+                rel_x, rel_y = fx[k] - fx[i], fy[k] - fy[i]
+                seen = (
+                    state.active[k]
+                    & (rel_x * rel_x + rel_y * rel_y < PERCEPTION_DISTANCE**2)
+                    & (rel_x > -SEE_BEHIND)
+                )
+                keys.append(jnp.where(seen, jnp.abs(rel_x), jnp.inf))
+                feats.append(
+                    (jnp.where(seen, 1.0, 0.0), rel_x, rel_y, fvx[k] - fvx[i], fvy[k] - fvy[i])
+                )
+            # each vehicle's rank by distance along the road (ties: lower index first), no sort
+            ranks = []
+            for a in range(len(others)):
+                r = jnp.zeros((), jnp.int32)
+                for b in range(len(others)):
+                    if b != a:
+                        ahead = keys[b] < keys[a] if b > a else keys[b] <= keys[a]
+                        r = r + ahead.astype(jnp.int32)
+                ranks.append(r)
+            for slot in range(k_obs):
+                row = [zero] * NUM_FEATURES
+                for a in range(len(others)):
+                    hit = (ranks[a] == slot) & jnp.isfinite(keys[a])
+                    row = [jnp.where(hit, f, r) for f, r in zip(feats[a], row, strict=True)]
+                rows.append(row)
+            table = [
+                jnp.clip(r[f] / scale[f], -1.0, 1.0) for r in rows for f in range(NUM_FEATURES)
+            ]
+            obs[agent] = jnp.stack(table).astype(jnp.float32)
         return obs
 
     # --------------------------------------------------------------------- rendering

@@ -34,10 +34,10 @@ def _rollout_fn(env):
 
     def rollout(state, actions, params):
         def body(st, a):
-            _, st2, rew, term, _, info = env.step_no_reset(
+            obs, st2, rew, term, _, info = env.step_no_reset(
                 jax.random.key(0), st, {P0: a[0], P1: a[1]}, params
             )
-            return st2, (st2, rew, term, info)
+            return st2, (st2, rew, term, info | {"obs": obs})
 
         return jax.lax.scan(body, state, actions)
 
@@ -426,7 +426,8 @@ def test_fidelity_against_highway_env_two_way():
     ``TwoWay(cars_ahead=3)`` state (``player_1`` and the third westbound car removed), with
     highway-env's ``speed_limit=20``. Every vehicle's position and speed must agree within
     0.05 m and 0.05 m/s at each policy step for 12 s, crashes included (seen: ~1e-3 m, float32
-    against float64), and the crash flags exactly.
+    against float64), the crash flags exactly, and player_0's observation must equal
+    highway-env's ``Kinematics`` observation of its ego within 1e-4.
     """
     gym = pytest.importorskip("gymnasium")
     pytest.importorskip("highway_env")
@@ -451,9 +452,13 @@ def test_fidelity_against_highway_env_two_way():
                 h[k], v[k], tv[k], act[k] = veh.heading, veh.speed, veh.target_speed, True
             state = env.make_state(x, y, h, v, tv, active=act)
             seq = rng.integers(0, 5, 12)
-            _, (states, *_) = roll(state, actions(seq), params)
+            _, (states, _, _, info) = roll(state, actions(seq), params)
             for t, a in enumerate(seq):
-                hw.step(int(a))
+                obs_hw, *_ = hw.step(int(a))
+                # highway-env's own Kinematics observation of its ego = player_0's
+                np.testing.assert_allclose(
+                    np.asarray(info["obs"][P0][t]), obs_hw.reshape(-1), atol=1e-4
+                )
                 ref = np.array([[u.position[0], u.position[1], u.speed] for u in vs])
                 got = np.stack([states.x[t], states.y[t], states.speed[t]], axis=1)[slots]
                 np.testing.assert_allclose(got, ref, atol=0.05, err_msg=f"seed {seed} step {t}")
