@@ -332,7 +332,12 @@ def validate(cfg: ExperimentConfig) -> None:
         cfg.name,
         "must be non-empty and use only letters, digits, '_', '-', '.' (it names the run folder)",
     )
-    _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _check(
+        0 <= cfg.seed < 2**32,
+        "seed",
+        cfg.seed,
+        "must be in [0, 2**32 - 1] (jax.random.key wraps larger seeds onto smaller ones)",
+    )
     _check(
         cfg.env.name in envs.registered(),
         "env.name",

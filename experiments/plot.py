@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["plot_run", "main"]
 
@@ -71,34 +72,41 @@ def _agents(rows: list[dict]) -> list[str]:
 
 
 def plot_meta_strategy(rows: list[dict], path: Path) -> Path:
-    """Stacked area of each player's meta-strategy over the iterations."""
+    """Stacked area (step-wise: iteration t spans [t, t + 1)) of each player's meta-strategy."""
     players = sorted(int(k.split("/")[1]) for k in rows[-1] if k.startswith("meta_strategy/"))
     fig, axes = plt.subplots(
-        1, len(players), figsize=(5.2 * len(players), 3.6), squeeze=False, sharey=True
+        1,
+        len(players),
+        figsize=(4.8 * len(players) + 1.4, 3.6),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
     )
-    its = np.array([r.get("iteration", k) for k, r in enumerate(rows)])
+    its = np.array([r.get("iteration", k) for k, r in enumerate(rows)], float)
+    x = np.append(its, its[-1] + 1)  # the last iteration gets its own step too
+    width = max(len(r.get(f"meta_strategy/{i}") or []) for r in rows for i in players)
+    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, max(width, 2)))[:width]
     for ax, i in zip(axes[0], players, strict=True):
-        strats = [r.get(f"meta_strategy/{i}") or [] for r in rows]
-        width = max(len(s) for s in strats)
-        table = np.zeros((width, len(rows)))
-        for t, s in enumerate(strats):
+        table = np.zeros((width, len(x)))
+        for t, r in enumerate(rows):
+            s = r.get(f"meta_strategy/{i}") or []
             table[: len(s), t] = s
-        colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.95, max(width, 2)))
-        ax.stackplot(its, table, colors=colors[:width], step=None, edgecolor="white", lw=0.3)
-        ax.set_title(f"player {i}: meta-strategy")
+        table[:, -1] = table[:, -2]
+        ax.stackplot(x, table, colors=colors, step="post", edgecolor="white", lw=0.3)
+        ax.set_title(f"player {i}")
         ax.set_xlabel("iteration")
-        ax.set_xlim(its[0], max(its[-1], its[0] + 1))
+        ax.set_xlim(x[0], x[-1])
         ax.set_ylim(0, 1)
-        if width <= 12:
-            ax.legend(
-                [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in range(width)],
-                [f"member {k}" for k in range(width)],
-                fontsize=7,
-                loc="upper left",
-                bbox_to_anchor=(1.0, 1.0),
-            )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel("probability")
-    fig.suptitle("Meta-strategy over iterations")
+    if width <= 16:
+        fig.legend(
+            [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in range(width)],
+            [f"member {k}" for k in range(width)],
+            fontsize=7,
+            loc="outside right upper",
+        )
+    fig.suptitle("Meta-strategy over iterations (bands: members, in the order they joined)")
     return _save(fig, path)
 
 
@@ -195,7 +203,10 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 3.3 * nrows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
+    all_its = np.array([r.get("iteration", k) for k, r in enumerate(rows)], float)
+    lo, hi = float(all_its.min()), float(max(all_its.max(), all_its.min() + 1))
     for ax, (title, curves, log) in zip(axes.flat, panels, strict=False):
+        ax.set_xlim(lo - 0.2, hi + 0.2)
         positive = True
         for label, its, v, std in curves:
             ok = np.isfinite(v)
@@ -209,6 +220,7 @@ def plot_metrics(rows: list[dict], path: Path) -> Path:
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if curves:
             ax.legend(fontsize=7)
@@ -223,7 +235,9 @@ def plot_oracle_curves(rows: list[dict], path: Path) -> Path | None:
     have = [a for a in agents if any(r.get(f"oracle_curve/{a}") for r in rows)]
     if not have:
         return None
-    fig, axes = plt.subplots(1, len(have), figsize=(5.2 * len(have), 3.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(have), figsize=(5.0 * len(have) + 1.0, 3.5), squeeze=False, layout="constrained"
+    )
     its = [r.get("iteration", k) for k, r in enumerate(rows)]
     cmap = plt.get_cmap("plasma")
     top = max(max(its), 1)

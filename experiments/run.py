@@ -305,6 +305,38 @@ def _check_resume_overrides(before: dict, after: dict, prefix: str = "") -> None
             )
 
 
+_PSRO_CACHE: dict[str, tuple] = {}
+_PSRO_CACHE_SIZE = 4
+
+
+def _build(cfg: xcfg.ExperimentConfig):
+    """``xcfg.build(cfg)``, reusing the ``PSRO`` object (and so its compiled phases) of an earlier
+    run in this process with the same env, game and loop settings -- a run's results depend only on
+    those and the seed, and recompiling is most of a small run's time. The stop rules, seed and
+    ``run`` section are not part of the key. (A solver or oracle re-registered under the same name
+    with ``overwrite=True`` is not noticed; call ``_PSRO_CACHE.clear()`` after doing that.)"""
+    data = xcfg.to_dict(cfg)
+    key = json.dumps(
+        {
+            "env": data["env"],
+            "game": data["game"],
+            "psro": {
+                k: v
+                for k, v in data["psro"].items()
+                if k not in ("iterations", "time_budget_s", "gap_threshold")
+            },
+        },
+        sort_keys=True,
+    )
+    built = xcfg.build(cfg)  # validates every time (cheap, no compilation)
+    if key in _PSRO_CACHE:
+        return _PSRO_CACHE[key]
+    while len(_PSRO_CACHE) >= _PSRO_CACHE_SIZE:
+        _PSRO_CACHE.pop(next(iter(_PSRO_CACHE)))
+    _PSRO_CACHE[key] = built
+    return built
+
+
 def _abstract_state(psro, key):
     """The state's structure without running anything (``eval_shape``), or, for a host-only
     solver that cannot be traced, a concrete initial state."""
@@ -322,7 +354,7 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, log=None):
     """
     run_dir = Path(run_dir)
     cfg = xcfg.load_config(run_dir / "config.yaml")
-    _, psro = xcfg.build(cfg)
+    _, psro = _build(cfg)
     ckpt = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=None, log=log or _say)
     try:
         abstract = _abstract_state(psro, jax.random.key(cfg.seed))
@@ -380,7 +412,7 @@ def run_experiment(
         else:
             raise ValueError("run_experiment needs a config or resume=RUN_DIR")
         cfg = _resolved(cfg)
-    game, psro = xcfg.build(cfg)  # every check before any work
+    game, psro = _build(cfg)  # every check before any work
     agents = game.env.agents
     show = cfg.run.progress if progress is None else progress
 
@@ -412,6 +444,7 @@ def run_experiment(
             if moved:
                 say(f"moved unusable checkpoint(s) {moved} to {run_dir / QUARANTINE}")
             _truncate_metrics(run_dir, step)
+            export_metagame(run_dir, psro, state)
             elapsed_before, purge = float(meta.get("elapsed_s", 0.0)), step + 1
             history = list(meta.get("history", [])) + [{"event": "resume", "iteration": step}]
             say(f"resuming {run_dir} from the checkpoint of iteration {step}")
@@ -427,10 +460,11 @@ def run_experiment(
 
         from tqdm.auto import tqdm
 
+        tty = sys.stderr.isatty()
         bar = tqdm(
             total=cfg.psro.iterations,
             initial=it,
-            disable=not show,
+            disable=not (show and tty),
             unit="it",
             dynamic_ncols=True,
             file=sys.stderr,
@@ -455,6 +489,9 @@ def run_experiment(
                     saved_at = it
                 bar.set_postfix(_headline(metrics, agents), refresh=False)
                 bar.update(1)
+                if show and not tty:  # a log file: one line per iteration instead of a bar
+                    head = " ".join(f"{k}={v}" for k, v in _headline(metrics, agents).items())
+                    say(f"{cfg.name} it {it}/{cfg.psro.iterations}: {head} ({elapsed():.1f} s)")
                 if stop_after is not None and done_here >= stop_after and reason is None:
                     say(f"stopping after {done_here} iteration(s) as asked (stop_after)")
                     return run_dir
@@ -532,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", metavar="DIR", help="the run folder (default: a fresh one)")
     parser.add_argument("--stop-after", type=int, help="stop after N iterations (as if killed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.resume and args.config is not None:
         if "=" in args.config:  # with --resume the first positional is an override

@@ -113,6 +113,7 @@ BAD = [
     (["game.kind=graph"], "game.kind", "must be one of"),
     (["run.checkpoint_every=0"], "run.checkpoint_every", "must be >= 1"),
     (["name=my run"], "name", "letters, digits"),
+    (["seed=4294967296"], "seed", r"must be in \[0, 2\*\*32 - 1\]"),
     (["psro.iterations"], "psro.iterations", "dotted.key=value"),
 ]
 
@@ -157,10 +158,13 @@ def test_cli_bad_override_exits_2(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- runs
-def test_run_writes_every_artefact(tmp_path):
-    cfg = tiny(iterations=3)
-    cfg["run"].update(tensorboard=True, figures=True, out_dir=str(tmp_path / "runs"))
-    run_dir = xrun.run_experiment(cfg)
+def test_cli_run_writes_every_artefact(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(xcfg.to_yaml(xcfg.config_from_dict(tiny())))
+    argv = [str(path), "psro.iterations=3", f"run.out_dir={tmp_path / 'runs'}", "--no-progress"]
+    argv += ["run.tensorboard=true", "run.figures=true"]
+    assert xrun.main(argv) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("tiny-")
     saved = xcfg.load_config(run_dir / "config.yaml")
     assert saved.psro.capacity == 4 and saved.seed == 3
@@ -225,6 +229,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(tmp_path, baseline):
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write('{"iteration": 4, "cut sho')  # a line cut by the kill
     messages = []
+    xrun._PSRO_CACHE.clear()  # resume as a fresh process would: compile anew
     xrun.run_experiment(resume=run_dir, log=messages.append)
     assert any("from the checkpoint of iteration 2" in m for m in messages)
     rows = xrun.read_metrics(run_dir)
