@@ -149,7 +149,12 @@ def plot_metagame(npz_path: Path, path: Path) -> Path:
     ax.set_yticks(range(rows))
     if "members_0" in data and "members_1" in data:
         ax.set_yticklabels([f"{k}: a{int(a)}" for k, a in enumerate(data["members_0"][:rows])])
-        ax.set_xticklabels([f"{k}: a{int(a)}" for k, a in enumerate(data["members_1"][:cols])])
+        ax.set_xticklabels(
+            [f"{k}: a{int(a)}" for k, a in enumerate(data["members_1"][:cols])],
+            rotation=90 if cols > 6 else 0,
+        )
+    elif cols > 12:
+        ax.tick_params(axis="x", labelrotation=90)
     ax.set_title(f"Final meta-game (iteration {int(data['iteration'])}): {title}", fontsize=10)
     return _save(fig, path)
 
