@@ -498,12 +498,31 @@ def rae_gap_per_player(
         True
     """
     _validate(payoffs, variances, mask, None, gamma, eps)
+    dt = _float_dtype()
+    gaps, uppers, scale = _gap_jit(
+        jnp.asarray(payoffs, dt),
+        tuple(jnp.asarray(x, dt) for x in sigma),
+        None if variances is None else jnp.asarray(variances, dt),
+        None if mask is None else tuple(jnp.asarray(m, bool) for m in mask),
+        jnp.asarray(gamma, dt),
+        jnp.asarray(eps, dt),
+        outcome_variance=bool(outcome_variance),
+        normalize=bool(normalize),
+        iterations=int(iterations),
+    )
+    if return_upper:
+        return gaps * scale, uppers * scale
+    return gaps * scale
+
+
+@functools.partial(jax.jit, static_argnames=("outcome_variance", "normalize", "iterations"))
+def _gap_jit(
+    payoffs, sigma, variances, mask, gamma, eps, *, outcome_variance, normalize, iterations
+):
     game = _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize)
     xs = _as_profile(game, sigma)
     gaps, uppers, _ = _per_player_gaps(game, xs, iterations)
-    if return_upper:
-        return gaps * game.out_scale, uppers * game.out_scale
-    return gaps * game.out_scale
+    return gaps, uppers, game.out_scale
 
 
 def rae_gap(
@@ -800,8 +819,78 @@ def rae(
     if int(iterations) < 1 or int(restarts) < 1:
         raise ValueError(f"iterations and restarts must be >= 1, got {iterations}, {restarts}")
     _validate(payoffs, variances, mask, init, gamma, eps)
-    game = _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize)
     key = jax.random.key(0) if key is None else key
+    dt = _float_dtype()
+    return _rae_jit(
+        jnp.asarray(payoffs, dt),
+        None if variances is None else jnp.asarray(variances, dt),
+        None if mask is None else tuple(jnp.asarray(m, bool) for m in mask),
+        None if init is None else tuple(jnp.asarray(x, dt) for x in init),
+        key,
+        jnp.asarray(gamma, dt),
+        jnp.asarray(eps, dt),
+        outcome_variance=bool(outcome_variance),
+        normalize=bool(normalize),
+        method=method,
+        iterations=int(iterations),
+        restarts=int(restarts),
+        step_size=float(step_size),
+        shrink=float(shrink),
+        tau=float(tau),
+        inner_iterations=int(inner_iterations),
+        gap_iterations=int(gap_iterations),
+        anneal=float(anneal),
+        tau0=float(tau0),
+        tau_min=float(tau_min),
+        newton_steps=int(newton_steps),
+    )
+
+
+_STATIC = (
+    "outcome_variance",
+    "normalize",
+    "method",
+    "iterations",
+    "restarts",
+    "step_size",
+    "shrink",
+    "tau",
+    "inner_iterations",
+    "gap_iterations",
+    "anneal",
+    "tau0",
+    "tau_min",
+    "newton_steps",
+)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _rae_jit(
+    payoffs,
+    variances,
+    mask,
+    init,
+    key,
+    gamma,
+    eps,
+    *,
+    outcome_variance,
+    normalize,
+    method,
+    iterations,
+    restarts,
+    step_size,
+    shrink,
+    tau,
+    inner_iterations,
+    gap_iterations,
+    anneal,
+    tau0,
+    tau_min,
+    newton_steps,
+):
+    """The traced body of :func:`rae` (compiled once per shape and static options)."""
+    game = _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize)
     starts = _starts(game, _prepare_init(game, init), key, int(restarts))
 
     if method == "extragradient":

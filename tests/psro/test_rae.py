@@ -173,11 +173,16 @@ def test_stag_hunt_selection(x64):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_gap_below_1e6_zero_sum_and_identical_interest(x64):
-    K = 50
+@pytest.mark.parametrize(
+    "sizes",
+    [(2, 5, 12), pytest.param((20, 35, 50), marks=pytest.mark.slow)],
+    ids=["2-12", "20-50"],
+)
+def test_gap_below_1e6_zero_sum_and_identical_interest(x64, sizes):
+    K = max(sizes)
     rng = np.random.default_rng(2)
     games, masks, gammas, epss = [], [], [], []
-    for k in (2, 5, 20, 50):
+    for k in sizes:
         for kind in ("zero_sum", "identical"):
             A = rng.normal(size=(k, k))
             G = zs(A) if kind == "zero_sum" else np.stack([A, A])
