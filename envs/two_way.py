@@ -259,7 +259,7 @@ def rectangle_collision(
         [False, True]
     """
     disp = None if displacement is None else (displacement[..., 0], displacement[..., 1])
-    return _sat(
+    inter, will, push_x, push_y = _sat(
         centre_b[..., 0] - centre_a[..., 0],
         centre_b[..., 1] - centre_a[..., 1],
         jnp.cos(heading_a),
@@ -270,6 +270,7 @@ def rectangle_collision(
         length,
         width,
     )
+    return inter, will, jnp.stack([push_x, push_y], axis=-1)
 
 
 def _sat(dx, dy, ca, sa, cb, sb, disp, length, width):
@@ -323,8 +324,7 @@ def _sat(dx, dy, ca, sa, cb, sb, disp, length, width):
             best = jnp.where(closer, depth, best)
             tx = jnp.where(closer, away * nx, tx)
             ty = jnp.where(closer, away * ny, ty)
-    translation = jnp.stack([best * tx, best * ty], axis=-1)
-    return intersecting, will, translation
+    return intersecting, will, best * tx, best * ty
 
 
 def rectangles_overlap(
@@ -700,7 +700,7 @@ class TwoWay(MultiAgentEnv):
             for j in range(i + 1, n):
                 dx, dy = nx[j] - nx[i], ny[j] - ny[i]
                 rel = ((vx[i] - vx[j]) * dt, (vy[i] - vy[j]) * dt)
-                inter, will, push = _sat(
+                inter, will, push_x, push_y = _sat(
                     dx, dy, cos_h[i], sin_h[i], cos_h[j], sin_h[j], rel, LENGTH, WIDTH
                 )
                 # highway-env's bounding-circle pre-check (with the lower-index car's travel)
@@ -708,10 +708,10 @@ class TwoWay(MultiAgentEnv):
                 near = nactive[i] & nactive[j] & (dx * dx + dy * dy <= reach * jnp.abs(reach))
                 inter, will = inter & near, will & near
                 ncrashed[i], ncrashed[j] = ncrashed[i] | inter, ncrashed[j] | inter
-                nix[i] = jnp.where(will, 0.5 * push[..., 0], nix[i])
-                niy[i] = jnp.where(will, 0.5 * push[..., 1], niy[i])
-                nix[j] = jnp.where(will, -0.5 * push[..., 0], nix[j])
-                niy[j] = jnp.where(will, -0.5 * push[..., 1], niy[j])
+                nix[i] = jnp.where(will, 0.5 * push_x, nix[i])
+                niy[i] = jnp.where(will, 0.5 * push_y, niy[i])
+                nix[j] = jnp.where(will, -0.5 * push_x, nix[j])
+                niy[j] = jnp.where(will, -0.5 * push_y, niy[j])
                 npending[i], npending[j] = npending[i] | will, npending[j] | will
         return (
             tuple(nx),
