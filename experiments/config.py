@@ -28,6 +28,7 @@ Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``):
       oracle: exact            # psro.oracles.names()
       oracle_kwargs: {}
       jit_solver: true
+      symmetric: false         # one shared population (symmetric two-player games)
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
     run:
@@ -146,6 +147,7 @@ class PSROSection:
     oracle: str = "exact"
     oracle_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     jit_solver: bool = True
+    symmetric: bool = False
     time_budget_s: float | None = None
     gap_threshold: float | None = None
 
@@ -426,6 +428,7 @@ def psro_config(cfg: ExperimentConfig):
             oracle_kwargs=okw,
             episodes=p.episodes,
             jit_solver=p.jit_solver,
+            symmetric=p.symmetric,
         )
     except solvers.UnknownHyperparameterError as err:
         m = re.search(r"no hyperparameter '([^']+)'", str(err))
@@ -459,4 +462,10 @@ def build(cfg: ExperimentConfig):
 
     pcfg = psro_config(cfg)
     game = build_game(cfg)
-    return game, PSRO(game, pcfg)
+    try:
+        return game, PSRO(game, pcfg)
+    except (TypeError, ValueError) as err:
+        key = "psro.symmetric" if cfg.psro.symmetric else "psro"
+        raise ConfigError(
+            key, cfg.psro.symmetric if cfg.psro.symmetric else _NO_VALUE, str(err)
+        ) from None

@@ -113,6 +113,11 @@ BAD = [
     (["game.kind=graph"], "game.kind", "must be one of"),
     (["run.checkpoint_every=0"], "run.checkpoint_every", "must be >= 1"),
     (["name=my run"], "name", "letters, digits"),
+    (
+        ["psro.symmetric=true", "env.name=matrix/random_zero_sum", "env.overrides={size: [3, 4]}"],
+        "psro.symmetric",
+        "symmetric",
+    ),
     (["seed=4294967296"], "seed", r"must be in \[0, 2\*\*32 - 1\]"),
     (["psro.iterations"], "psro.iterations", "dotted.key=value"),
 ]
