@@ -825,7 +825,7 @@ def rae(
         jnp.asarray(payoffs, dt),
         None if variances is None else jnp.asarray(variances, dt),
         None if mask is None else tuple(jnp.asarray(m, bool) for m in mask),
-        None if init is None else tuple(jnp.asarray(x, dt) for x in init),
+        None if init is None else _pad_init(init, np.shape(payoffs)[1:], dt),
         key,
         jnp.asarray(gamma, dt),
         jnp.asarray(eps, dt),
@@ -844,6 +844,15 @@ def rae(
         tau_min=float(tau_min),
         newton_steps=int(newton_steps),
     )
+
+
+def _pad_init(init, sizes, dt):
+    """Zero-pad each warm-start strategy to ``K_i`` (new PSRO members start with no mass)."""
+    out = []
+    for x, k in zip(init, sizes, strict=True):
+        x = jnp.asarray(x, dt)
+        out.append(jnp.concatenate([x, jnp.zeros((k - x.shape[0],), dt)]) if x.shape[0] < k else x)
+    return tuple(out)
 
 
 _STATIC = (
