@@ -279,14 +279,14 @@ def _sat(dx, dy, ca, sa, cb, sb, disp, length, width):
     Projections are taken relative to ``a``'s centre, with both rectangles' half-extents on the
     four axes from ``|cos|``, ``|sin|`` of the heading difference -- the intervals highway-env
     projects corner by corner. ``disp``: ``(dx, dy)`` of ``a`` relative to ``b``, or None.
+    Returns ``(intersecting, will_intersect, push_x, push_y)``.
 
-    highway-env visits eight signed edge normals (-u_a, v_a, u_a, -v_a, -u_b, v_b, u_b, -v_b) and
-    keeps the smallest ``|interval_distance|`` as the push; that distance is not symmetric in the
-    sign of the normal, so both signs are evaluated: with ``a``'s swept interval
-    ``[min_a, max_a]`` and ``b``'s ``[min_b, max_b]`` on ``+n``, the ``+n`` distance is
-    ``min_b - max_a`` if ``min_a < min_b`` else ``min_a - max_b``, and the ``-n`` one is
-    ``min_a - max_b`` if ``max_a > max_b`` else ``min_b - max_a``. Both signs push the same way
-    (away from ``b``), so each axis contributes the smaller of the two; axes are taken in
+    On an axis with ``b``'s centre at ``q`` from ``a``'s, ``s = r_a + r_b`` and ``a``'s sweep
+    ``p``: ``b`` lies wholly to the right of ``a``'s swept interval by ``q - s - max(p, 0)`` and
+    wholly to the left by ``min(p, 0) - q - s``; the larger, ``m``, is the axis' signed gap. The
+    sweep meets ``b`` when ``m <= 0`` on every axis. highway-env takes as push the smallest
+    ``|interval_distance|`` over its eight signed edge normals; where every axis overlaps that is
+    ``-m`` for both signs of an axis (checked case by case), so each axis contributes ``-m``, in
     highway-env's order of first visit (u_a, v_a, u_b, v_b), ties to the first.
     """
     hl, hw = 0.5 * length, 0.5 * width
@@ -295,36 +295,31 @@ def _sat(dx, dy, ca, sa, cb, sb, disp, length, width):
     across_u = hl * cd + hw * sd  # the other rectangle's half-extent on one's long axis
     across_v = hl * sd + hw * cd  # ... on one's short axis
     base = (
-        (ca, sa, hl, across_u),
-        (-sa, ca, hw, across_v),
-        (cb, sb, across_u, hl),
-        (-sb, cb, across_v, hw),
+        (ca, sa, hl + across_u),
+        (-sa, ca, hw + across_v),
+        (cb, sb, across_u + hl),
+        (-sb, cb, across_v + hw),
     )
-    intersecting = will = best = tx = ty = None
-    for nx, ny, ra, rb in base:
+    gap_now = gap_swept = best = tx = ty = None
+    for nx, ny, s in base:
         q = dx * nx + dy * ny  # b's centre on the axis, from a's
-        apart = jnp.abs(q) > ra + rb
-        min_a, max_a = -ra, ra
-        if disp is not None:
+        now = jnp.abs(q) - s  # > 0: separated on this axis now
+        if disp is None:
+            m = now
+        else:
             p = disp[0] * nx + disp[1] * ny
-            min_a, max_a = min_a + jnp.minimum(p, 0.0), max_a + jnp.maximum(p, 0.0)
-        min_b, max_b = q - rb, q + rb
-        right, left = min_b - max_a, min_a - max_b  # > 0: b wholly right / left of a
-        sweep_ok = (right <= 0) & (left <= 0)
-        d_plus = jnp.where(min_a < min_b, right, left)
-        d_minus = jnp.where(max_a > max_b, left, right)
-        depth = jnp.minimum(jnp.abs(d_plus), jnp.abs(d_minus))
+            m = jnp.maximum(q - s - jnp.maximum(p, 0.0), jnp.minimum(p, 0.0) - q - s)
         away = jnp.where(q < 0, 1.0, -1.0)  # the normal, turned to point from b to a
         if best is None:
-            intersecting, will = ~apart, sweep_ok
-            best, tx, ty = depth, away * nx, away * ny
+            gap_now, gap_swept = now, m
+            best, tx, ty = m, away * nx, away * ny
         else:
-            intersecting, will = intersecting & ~apart, will & sweep_ok
-            closer = depth < best
-            best = jnp.where(closer, depth, best)
+            gap_now, gap_swept = jnp.maximum(gap_now, now), jnp.maximum(gap_swept, m)
+            closer = m > best  # a smaller push -m
+            best = jnp.where(closer, m, best)
             tx = jnp.where(closer, away * nx, tx)
             ty = jnp.where(closer, away * ny, ty)
-    return intersecting, will, best * tx, best * ty
+    return gap_now <= 0, gap_swept <= 0, -best * tx, -best * ty
 
 
 def rectangles_overlap(

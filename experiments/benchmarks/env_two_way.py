@@ -164,7 +164,7 @@ def run(quick: bool = False) -> list[dict]:
     if quick:
         batches, total, repeats, hw_steps = (256, 1024), 1 << 16, 3, 100
     else:
-        batches, total, repeats, hw_steps = (64, 256, 1024, 4096, 16384), 1 << 18, 5, 300
+        batches, total, repeats, hw_steps = (256, 1024, 4096, 16384), 1 << 18, 5, 300
         if not on_cpu:  # an accelerator wants bigger batches
             batches, total = (*batches, 65536, 262144), 1 << 23
     mach = machine()
