@@ -31,6 +31,10 @@ import jax.numpy as jnp
 
 from psro.solvers.nash_conv import live_masks, nash_conv
 from psro.solvers.result import SolverResult
+from psro.solvers.unbatched import unbatched
+
+# one matrix at a time even under vmap (see psro.solvers.unbatched)
+_solve = unbatched(jnp.linalg.solve)
 
 __all__ = ["alpharank", "fixation_probability"]
 
@@ -157,7 +161,7 @@ def _alpharank(payoffs, masks, alpha, m, teleport, *, normalize):
     c = (1.0 - teleport) * c + teleport * unif[None, :]
     a = (c.T - jnp.eye(p_count, dtype=dt)).at[-1].set(1.0)
     rhs = jnp.zeros((p_count,), dt).at[-1].set(1.0)
-    pi = jnp.linalg.solve(a, rhs)
+    pi = _solve(a, rhs)
     pi = jnp.where(live, jnp.maximum(pi, 0.0), 0.0)
     pi = pi / jnp.sum(pi)
     pi_t = pi.reshape(shape)

@@ -55,6 +55,7 @@ import numpy as np
 
 from psro.solvers.result import SolverResult
 from psro.solvers.simplex import project_simplex, random_simplex, renormalize, uniform
+from psro.solvers.unbatched import unbatched
 
 __all__ = [
     "rae",
@@ -72,6 +73,12 @@ METHODS = ("extragradient", "sfp")
 # ----------------------------------------------------------------------------------------------
 # Input checks (host side, only when the inputs are concrete)
 # ----------------------------------------------------------------------------------------------
+
+
+# LAPACK calls one matrix at a time even under vmap (a batched call can deadlock jaxlib's CPU
+# thread pool; see psro.solvers.unbatched).
+_top_eigenvalue = unbatched(lambda q: jnp.linalg.eigvalsh(q)[-1])
+_lstsq = unbatched(lambda a, b: jnp.linalg.lstsq(a, b)[0])
 
 
 def _is_tracer(x: Any) -> bool:
@@ -325,7 +332,7 @@ def _fista_qp(c, Q, mask, x0, iterations: int):
     """
     dt = c.dtype
     tiny = jnp.finfo(dt).tiny ** 0.5
-    lmax = jnp.linalg.eigvalsh(Q)[-1]
+    lmax = _top_eigenvalue(Q)
     L = 2.0 * jnp.maximum(lmax, 0.0)
     scale = 1.0 + jnp.max(jnp.abs(jnp.where(mask, c, 0.0)))
     step = 1.0 / jnp.maximum(L, 1e-9 * scale + tiny)
@@ -357,7 +364,7 @@ def _fista_qp(c, Q, mask, x0, iterations: int):
     A = jnp.concatenate([A, supp.astype(dt)[:, None]], axis=1)
     A = jnp.concatenate([A, jnp.concatenate([supp.astype(dt), jnp.zeros((1,), dt)])[None]], 0)
     rhs = jnp.concatenate([jnp.where(supp, c, 0.0), jnp.ones((1,), dt)])
-    sol = jnp.linalg.lstsq(A, rhs)[0][:k]
+    sol = _lstsq(A, rhs)[:k]
     ok = jnp.all(jnp.isfinite(sol)) & jnp.all(jnp.where(supp, sol, 0.0) >= -1e-7)
     xp = renormalize(jnp.where(supp & ok, sol, 0.0), mask)
     xp = jnp.where(ok, xp, x)
@@ -659,7 +666,7 @@ def _newton_polish(game: _Game, xs, steps: int):
     def body(z, _):
         fz = F(z)
         J = jax.jacfwd(F)(z)
-        d = jnp.linalg.lstsq(J, -fz)[0]
+        d = _lstsq(J, -fz)
         d = jnp.where(jnp.all(jnp.isfinite(d)), d, 0.0)
         trials = z[None] + lengths[:, None] * d[None]
         norms = jax.vmap(lambda t: jnp.sum(F(t) ** 2))(trials)
