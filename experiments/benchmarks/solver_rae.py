@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import jax
@@ -74,6 +75,7 @@ def _solve_rows(sizes, repeats: int) -> list[dict]:
                     gap_max=float(np.max(gaps)),
                 )
             )
+            print(f"[solver_rae] {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -104,6 +106,7 @@ def _success_rows(sizes, n_games: int, chunk: int) -> list[dict]:
                 seconds=elapsed,
             )
         )
+        print(f"[solver_rae] {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -115,7 +118,7 @@ def run(quick: bool = False) -> list[dict]:
             rows += _success_rows((5, 20), n_games=20, chunk=20)
         else:
             rows = _solve_rows((10, 50, 200), repeats=5)
-            rows += _success_rows((5, 20, 50), n_games=100, chunk=25)
+            rows += _success_rows((5, 20, 50), n_games=100, chunk=10)
     return rows
 
 
