@@ -21,6 +21,8 @@ A straight road ``road_length`` metres long (800 by default) with two lanes ``la
   [-40, 40] m/s, integrated by explicit Euler at ``simulation_frequency`` (15 Hz); the players decide
   at ``policy_frequency`` (1 Hz), so one env step is ``simulation_frequency // policy_frequency``
   sub-steps in a ``lax.fori_loop`` (both are static fields of the params: changing them recompiles).
+  The lane-change controller moves a car 4 m across in about 1.2 s (to within 0.4 m) -- 1.4 s at
+  30 m/s, 1.5 s at 20 m/s to within 0.2 m -- as highway-env's.
 
 **Actions** (``Discrete(5)``, highway-env's ``DiscreteMetaAction``): 0 ``LANE_LEFT`` (toward the
 opposing lane: left of one's own direction of travel), 1 ``IDLE``, 2 ``LANE_RIGHT`` (back to one's
@@ -46,11 +48,15 @@ follows is the nearest vehicle of any kind (traffic, player, crashed wreck) ahea
 is within ``lane_width / 2 + 1`` m of its lane's centre line -- so a player overtaking in the
 opposing lane is "ahead" of the oncoming cars, which brake hard for it, as in highway-env.
 
-**Collisions**: every pair of vehicles is tested by the separating-axis theorem on their oriented
-rectangles, and, as highway-env's "will intersect" test, also swept over the next sub-step at the
-current velocities (:func:`rectangles_overlap`). A vehicle involved is ``crashed`` for good: it
-steers straight and brakes with ``a = -v`` to a stop (highway-env's rule) and stays on the road as an
-obstacle. A crashed player is ``terminated`` and gets no more reward; the other plays on.
+**Collisions** (highway-env's rule, every pair of vehicles in its loop order): after each
+sub-step's motion, two oriented rectangles that overlap (separating-axis theorem,
+:func:`rectangle_collision`; touching counts) are both ``crashed``; two that *will* overlap when
+the first is swept along their relative motion over the next sub-step each get half of the
+shortest push that separates them (highway-env's ``impact``), applied with their next move, and are
+crashed then. A bounding-circle pre-check (centres farther apart than the diagonal plus the first
+car's travel) skips a pair, as in highway-env. A crashed vehicle steers straight and brakes with
+``a = -v`` to a stop and stays on the road as an obstacle. A crashed player is ``terminated`` and
+gets no more reward; the other plays on.
 
 **Road ends**: a vehicle whose centre leaves ``[0, road_length]`` is removed (frozen, no longer
 collides, observed or followed). A player that drives off its far end is ``terminated`` without
@@ -85,12 +91,14 @@ about the road's centre, so both players see themselves driving toward ``+x`` in
 ``speed`` (m/s at the end of the step), ``progress`` (metres travelled along its direction this
 step).
 
-What differs from highway-env, and why: two controlled vehicles instead of one (the game); a crash
-is flagged at once when rectangles overlap or will overlap within a sub-step, without the small
-push-apart (``impact``) highway-env applies a sub-step later; traffic never changes lanes; the
+What differs from highway-env, and why: two controlled vehicles instead of one (the game);
+traffic in both directions on highway-env's ego-direction pattern, start offsets clipped, and the
+IDM speed cap raised by default (see above); traffic never changes lanes (as in ``two-way-v0``); the
 speed reward uses the actual forward speed (as ``highway-v0``) rather than ``two-way-v0``'s target
 speed index, and the lane term rewards one's own lane (``two-way-v0`` rewards the left lane and
-counts it in a separate constraint signal); float32 instead of float64.
+counts it in a separate constraint signal); vehicles leaving the road are removed; float32 instead
+of float64. With highway-env's scene and ``speed_limit=20`` the trajectories agree with
+highway-env's to about 1e-3 m, crashes included (``tests/envs/test_two_way.py``).
 
 Example::
 
