@@ -286,7 +286,13 @@ def figure(results: dict, metric_names: list[str], path: Path) -> None:
     agent = "player_0"
     panels = ["return_mean", "return_var", "return_cvar05", *metric_names]
     names = results["variants"]
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3.4))
+    ncols = 4
+    nrows = -(-(len(panels) + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.3 * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(panels) + 1 :]:
+        ax.set_axis_off()
+    axes = axes[: len(panels) + 1]
     colors = plt.cm.tab10(np.arange(len(names)))
     for ax, panel in zip(axes[:-1], panels, strict=True):
         vals = [results["summary"][n].get(f"{panel}/{agent}", (np.nan, 0.0)) for n in names]
