@@ -162,7 +162,18 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._remove_partial_saves()
         self._manager = self._new_manager()
+
+    def _remove_partial_saves(self) -> None:
+        """Delete orbax's temporary folders left by a save that was cut short. Done here, not
+        left to orbax's ``cleanup_tmp_directories`` (which may run in the background), so the
+        folder is clean as soon as the checkpointer exists."""
+        if not self.directory.is_dir():
+            return
+        for tmp in self.directory.glob("*.orbax-checkpoint-tmp-*"):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _new_manager(self) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(
