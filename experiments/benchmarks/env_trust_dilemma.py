@@ -18,91 +18,17 @@ what a PettingZoo user gets. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import envs
+from experiments.benchmarks.env_throughput import JaxSide, machine
 
 PART = "env_trust_dilemma"
 ANCHOR = "PettingZoo loop (envs.to_pettingzoo)"
-
-
-def machine() -> str:
-    """The shared machine line (CPU model, cores, JAX devices) plus the load average."""
-    from experiments.benchmarks.machine import describe, format_machine
-
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{format_machine(describe())} | load {load}"
-
-
-def _scan_program(env, params, num_envs: int, num_steps: int):
-    """A jitted ``key -> checksum`` that steps ``num_envs`` envs ``num_steps`` times."""
-    agents = env.agents
-    n_actions = [int(env.action_space(a).n) for a in agents]
-    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
-
-    def program(key):
-        key, k_reset = jax.random.split(key)
-        obs, state = jax.vmap(env.reset, in_axes=(0, None))(
-            jax.random.split(k_reset, num_envs), params
-        )
-        total = jnp.zeros((), jnp.float32)
-
-        def body(carry, _):
-            state, obs, key, total = carry
-            key, k_act, k_env = jax.random.split(key, 3)
-            k_acts = jax.random.split(k_act, len(agents))
-            actions = {
-                a: jax.random.randint(k_acts[i], (num_envs,), 0, n_actions[i])
-                for i, a in enumerate(agents)
-            }
-            obs, state, rew, _, _, _ = vstep(
-                jax.random.split(k_env, num_envs), state, actions, params
-            )
-            total = total + sum(jnp.sum(rew[a]) for a in agents)
-            return (state, obs, key, total), None
-
-        (state, obs, _, total), _ = jax.lax.scan(
-            body, (state, obs, key, total), None, length=num_steps
-        )
-        # the observations and the state feed the result, so nothing is optimised away
-        return total + sum(jnp.sum(obs[a]) for a in agents) + jnp.sum(state.stag_pos)
-
-    return jax.jit(program)
-
-
-def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
-
-
-class _JaxSide:
-    """The scanned program at one batch size, compiled (compile time kept) and warmed up."""
-
-    def __init__(self, env, params, num_envs: int, total_steps: int):
-        self.num_envs = num_envs
-        self.num_steps = max(total_steps // num_envs, 8)
-        fn = _scan_program(env, params, num_envs, self.num_steps)
-        key = jax.random.key(0)
-        t0 = time.perf_counter()
-        self.compiled = fn.lower(key).compile()
-        self.compile_s = time.perf_counter() - t0
-        jax.block_until_ready(self.compiled(key))  # warm-up run
-        self.calls = 0
-
-    def time_once(self) -> float:
-        """Seconds for one call (``num_envs * num_steps`` env-steps), fresh key each call."""
-        self.calls += 1
-        return _timed(self.compiled, jax.random.key(self.calls))
-
-    def rate(self, seconds: float) -> float:
-        return self.num_envs * self.num_steps / seconds
 
 
 class _PettingZooSide:
@@ -148,7 +74,7 @@ def run(quick: bool = False) -> list[dict]:
     anchor = _PettingZooSide(pz_steps)
     sides, sweep = [], []
     for b in batches:
-        side = _JaxSide(env, params, b, total)
+        side = JaxSide(env, params, b, total)
         sides.append(side)
         sweep.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
     best = sides[int(np.argmax(sweep))]
