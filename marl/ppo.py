@@ -246,7 +246,8 @@ class PPO:
       ``train(state, env_params, opponents, opponent_probs, gamma_risk=None) -> (state, metrics)``;
       ``run(key, env_params, opponents, opponent_probs, gamma_risk=None, init_params=None)
       -> (params, metrics)`` (``init`` then ``train``);
-      lower level: ``reset_lanes``, ``collect``, ``update``; and ``evaluate``.
+      lower level: ``reset_lanes``, ``collect``, ``update`` (``collect`` then ``learn``; ``learn``
+      also takes a batch collected elsewhere, e.g. on a host env); and ``evaluate``.
 
     ``opponents`` is a ``Population`` (shared by all other agents) or ``{agent: Population}``;
     ``opponent_probs`` a ``(capacity,)`` probability vector (zero on dead slots) or
@@ -505,14 +506,44 @@ class PPO:
         opponent_probs,
         gamma_risk=None,
     ) -> tuple[PPOState, RolloutCarry, dict]:
-        """One PPO update: collect a batch, shape rewards, GAE, epochs of minibatch steps.
+        """One PPO update: collect a batch, then ``learn`` from it.
 
         Returns ``(state, carry, metrics)`` with scalar metrics (see the class docstring).
         """
-        cfg = self.config
-        g_risk = self._gamma_risk(gamma_risk)
+        self._gamma_risk(gamma_risk)
         key, k_roll, k_epochs = jax.random.split(state.key, 3)
         carry, tr = self.collect(state.params, carry, env_params, opponents, opponent_probs, k_roll)
+        _, last_value = self.apply(state.params, jnp.asarray(carry.obs[self.learner], jnp.float32))
+        new_state, metrics = self.learn(
+            state.replace(key=key), tr, last_value, k_epochs, gamma_risk
+        )
+        return new_state, carry, metrics
+
+    def learn(
+        self,
+        state: PPOState,
+        tr: Transition,
+        last_value: jax.Array,
+        key: jax.Array,
+        gamma_risk=None,
+    ) -> tuple[PPOState, dict]:
+        """The learning half of an update, on a batch collected by anyone: shape rewards, GAE,
+        ``update_epochs`` epochs of minibatch steps. Pure and jittable.
+
+        ``tr`` needs ``obs``, ``action``, ``log_prob``, ``value``, ``reward``, ``done`` and
+        ``episode_return`` with leading axes ``(num_steps, num_envs)`` (``opponent_*`` are not
+        read); ``last_value`` ``(num_envs,)`` is the critic's value of the observation after the
+        last step; ``key`` drives the minibatch permutations. This is what a host-side collector
+        (``psro.host``, PettingZoo envs) calls after playing the batch itself. ``state.key`` is kept
+        as given and ``state.update`` incremented. Returns ``(state, metrics)``.
+        """
+        cfg = self.config
+        if tuple(tr.reward.shape) != (cfg.num_steps, cfg.num_envs):
+            raise ValueError(
+                f"batch reward has shape {tuple(tr.reward.shape)}; expected (num_steps, num_envs) "
+                f"= {(cfg.num_steps, cfg.num_envs)}"
+            )
+        g_risk = self._gamma_risk(gamma_risk)
 
         # episode statistics of this batch (unshaped returns)
         done_f = tr.done.astype(jnp.float32)
@@ -536,7 +567,6 @@ class PPO:
             penalty = done_f * g_risk * (tr.episode_return - mu) ** 2
         reward = tr.reward - penalty
 
-        _, last_value = self.apply(state.params, jnp.asarray(carry.obs[self.learner], jnp.float32))
         adv, target = self._gae(reward, tr.value, tr.done, last_value)
         if cfg.normalize_advantages:
             # over the whole batch, not per minibatch: a rare large penalty (a catastrophe in the
@@ -568,7 +598,7 @@ class PPO:
             return jax.lax.scan(minibatch_step, carry_, mbs)
 
         (params, opt_state), aux = jax.lax.scan(
-            epoch, (state.params, state.opt_state), jax.random.split(k_epochs, cfg.update_epochs)
+            epoch, (state.params, state.opt_state), jax.random.split(key, cfg.update_epochs)
         )
         finite = jnp.all(jnp.isfinite(aux["total_loss"])) & jnp.all(jnp.isfinite(aux["grad_norm"]))
         metrics = {k: v.mean() for k, v in aux.items()}
@@ -585,10 +615,10 @@ class PPO:
             opt_state=opt_state,
             mu=mu,
             mu_ready=mu_ready,
-            key=key,
+            key=state.key,
             update=state.update + 1,
         )
-        return new_state, carry, metrics
+        return new_state, metrics
 
     def train(
         self,

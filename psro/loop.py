@@ -209,25 +209,7 @@ class PSRO:
         return state.replace(metagame=mg, key=key)
 
     def _solve_phase(self, state: PSROState) -> PSROState:
-        masks = self.masks(state.counts)
-        init = tuple(state.meta_strategy[i] for i in range(self.n))
-        key, sub = jax.random.split(state.key)
-        res = self._solver(
-            state.metagame.mean,
-            mgame.variances(state.metagame),
-            mask=masks,
-            init=init,
-            key=sub,
-            **self.config.solver_kwargs,
-        )
-        sigma = jnp.stack(
-            [jnp.where(m, s, 0.0) for s, m in zip(res.strategies, masks, strict=True)]
-        )
-        return state.replace(
-            meta_strategy=sigma.astype(state.meta_strategy.dtype),
-            gap=jnp.asarray(res.gap, jnp.float32),
-            key=key,
-        )
+        return solve_phase(self._solver, self.config.solver_kwargs, state)
 
     # ------------------------------------------------------------------ driver
     def init(self, key: jax.Array) -> PSROState:
@@ -313,6 +295,31 @@ class PSRO:
         """Per player, the meta-strategy over its live members."""
         counts = [int(c) for c in state.counts]
         return tuple(state.meta_strategy[i, : counts[i]] for i in range(self.n))
+
+
+def solve_phase(solver: Callable, solver_kwargs: dict, state: PSROState) -> PSROState:
+    """The meta-solve of a run state: ``solver`` (a registered solver's callable) on the empirical
+    meta-game over the live slots, warm-started from the current meta-strategy. Pure and jittable;
+    also used by the host-env loop (``psro.host``)."""
+    n = state.meta_strategy.shape[0]
+    cap = state.meta_strategy.shape[1]
+    masks = tuple(jnp.arange(cap) < state.populations[i].count for i in range(n))
+    init = tuple(state.meta_strategy[i] for i in range(n))
+    key, sub = jax.random.split(state.key)
+    res = solver(
+        state.metagame.mean,
+        mgame.variances(state.metagame),
+        mask=masks,
+        init=init,
+        key=sub,
+        **solver_kwargs,
+    )
+    sigma = jnp.stack([jnp.where(m, s, 0.0) for s, m in zip(res.strategies, masks, strict=True)])
+    return state.replace(
+        meta_strategy=sigma.astype(state.meta_strategy.dtype),
+        gap=jnp.asarray(res.gap, jnp.float32),
+        key=key,
+    )
 
 
 def _check_symmetric(env: MultiAgentEnv) -> None:
