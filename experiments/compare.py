@@ -17,6 +17,9 @@
       nash:    {solver: nash}
       uniform: {solver: uniform}
     metrics: [event/caught_stag, event/mauled, event/foraged]    # event rates to report
+    per_step: [event/speed]       # optional: float info fields, as per-step means (see below)
+    strips: 1                     # optional: example episodes per variant, as PNG strips
+    strip_every: 2                # optional: keep every n-th frame of a strip (default 1)
 
 Each variant runs all seeds as one compiled program (``PSRO(num_seeds=S)``). Reported per
 variant, as the mean over seeds with a 95% confidence interval (Student t): the return mean and
@@ -25,8 +28,21 @@ for every ordered pair of variants (A, B) and seed, player 0 plays A's populatio
 meta-strategy against player 1 from B's population under B's -- every member pair is played for
 ``crossplay_episodes`` episodes (one vmapped call) and weighted by the two meta-strategies.
 
-Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tables) and
-``compare.png`` (bars with confidence intervals, and the cross-play matrix) into
+Events are every per-agent ``info`` field summed over an episode (``marl.rollout``): for a flag
+(``event/crashed``) that is its rate per episode; for a float (``event/speed``, ``event/progress``
+of ``two_way``) the episode's total. ``per_step`` lists such floats to report also as means per
+step over the episode horizon, ``per_step/<field> = event/<field> / env max_steps`` (steps after
+the episode ended count as zero: for ``two_way``'s speed, the time-averaged speed with a finished
+car at rest). ``metrics`` may name ``per_step/...`` entries too; they are reported in the tables,
+the figure and cross-play (one cross-play table per metric).
+
+``strips: N`` plays N episodes per variant under its final meta-strategy -- seed 0's most likely
+member of each player (``argmax`` of its meta-strategy), ``key(seed + episode)`` -- and saves
+them as PNG strips (``envs.media``) ``strip-<variant>-<episode>.png`` into the run folder (only
+for envs that render).
+
+Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tables),
+``compare.png`` (bars with confidence intervals, and the cross-play matrix) and any strips into
 ``OUT/compare-<name>-<timestamp>/``.
 """
 
@@ -56,7 +72,7 @@ from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
 
 _SPEC_KEYS = {
     "name", "env", "game", "seed", "seeds", "iterations", "psro", "variants", "metrics",
-    "crossplay_episodes",
+    "crossplay_episodes", "per_step", "strips", "strip_every",
 }  # fmt: skip
 
 
@@ -80,10 +96,18 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> dict:
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
         _fail(unknown[0], spec[unknown[0]], ", ".join(sorted(_SPEC_KEYS)))
-    for key in ("seeds", "iterations"):
+    for key in ("seeds", "iterations", "strip_every"):
         v = spec.get(key, 1)
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             _fail(key, v, "a positive integer")
+    strips = spec.get("strips", 0)
+    if not isinstance(strips, int) or isinstance(strips, bool) or strips < 0:
+        _fail("strips", strips, "a non-negative integer")
+    per_step = spec.get("per_step", [])
+    if not isinstance(per_step, list) or not all(
+        isinstance(n, str) and n.startswith("event/") for n in per_step
+    ):
+        _fail("per_step", per_step, "a list of event names, e.g. [event/speed]")
     if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
         _fail("variants", spec.get("variants"), "a non-empty mapping name -> settings")
     kind = spec.get("game", {}).get("kind", "network")
@@ -161,6 +185,78 @@ def crossplay(
 
 
 # ------------------------------------------------------------------------------ the comparison
+def _per_step_name(event: str) -> str:
+    return "per_step/" + event.removeprefix("event/")
+
+
+def report_names(spec: dict) -> list[str]:
+    """The metric columns of the tables and figure: ``metrics``, then any ``per_step`` not in it."""
+    names = list(spec.get("metrics", []))
+    names += [_per_step_name(e) for e in spec.get("per_step", []) if _per_step_name(e) not in names]
+    return names
+
+
+def add_per_step(values: dict, events: list[str], horizon: int, agents) -> dict:
+    """``values`` with ``per_step/<f>/<agent> = event/<f>/<agent> / horizon`` for ``events``."""
+    out = dict(values)
+    for event in events:
+        for a in agents:
+            key = f"{event}/{a}"
+            if key not in values:
+                have = sorted({k.rsplit("/", 1)[0] for k in values if k.startswith("event/")})
+                raise ValueError(
+                    f"compare spec: per_step names {event!r}, but the env reports no such "
+                    f"per-agent info field (have: {have})"
+                )
+            out[f"{_per_step_name(event)}/{a}"] = values[key] / horizon
+    return out
+
+
+def most_likely_profile(state: PSROState) -> list[int]:
+    """Each player's most likely member under the final meta-strategy (argmax, lowest on ties)."""
+    return [int(np.argmax(np.asarray(s))) for s in state.meta_strategy]
+
+
+def strips(
+    game: PSROGame,
+    state: PSROState,
+    folder: Path,
+    variant: str,
+    episodes: int,
+    every: int = 1,
+    seed: int = 0,
+) -> list[Path]:
+    """Save ``episodes`` episodes of the most likely member profile as PNG strips (``envs.media``).
+
+    Episode ``e`` is ``strip-<variant>-<e>.png``, played with ``key(seed + e)``; every ``every``-th
+    frame is kept, and the last one always (the episode's end). Returns the paths (none when the
+    env does not render).
+    """
+    from envs import media
+
+    env = game.env
+    try:
+        env.render(env.reset(jax.random.key(0), game.env_params)[1], game.env_params)
+    except NotImplementedError:
+        return []
+    profile = most_likely_profile(state)
+    agents = env.agents
+    policies = {a: game.policy(i) for i, a in enumerate(agents)}
+    params = {
+        a: mpop.population_get(state.populations[i], profile[i]) for i, a in enumerate(agents)
+    }
+    paths = []
+    for e in range(episodes):
+        frames = media.episode_frames(
+            env, game.env_params, jax.random.key(seed + e), policies, params
+        )
+        keep = frames[::every]
+        if (len(frames) - 1) % every:
+            keep.append(frames[-1])
+        paths.append(media.save_frames(keep, folder / f"strip-{variant}-{e}.png"))
+    return paths
+
+
 def _ci(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (Student t; 0 for one value)."""
     x = np.asarray(values, np.float64)
@@ -170,9 +266,23 @@ def _ci(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
-def run_comparison(spec: dict, progress: bool = True) -> dict:
-    """Run every variant over the seeds, then cross-play; returns the results dict."""
+def run_comparison(
+    spec: dict, progress: bool = True, strip_dir: str | os.PathLike | None = None
+) -> dict:
+    """Run every variant over the seeds, then cross-play; returns the results dict.
+
+    ``strip_dir``: where to save the spec's ``strips`` (none are made without it)."""
+    t_start = time.perf_counter()
     game, variants = build(spec)
+    per_step = list(spec.get("per_step", []))
+    if per_step:  # check the fields exist before any work (tracing one step, no compilation)
+        have = {f"event/{n}" for n in PSRO(game, variants[0].config).event_names()}
+        missing = [e for e in per_step if e not in have]
+        if missing:
+            raise ValueError(
+                f"compare spec: per_step names {missing[0]!r}, but the env reports no such "
+                f"per-agent info field (have: {sorted(have)})"
+            )
     seeds, iterations = spec.get("seeds", 3), spec.get("iterations", 5)
     key = jax.random.key(spec.get("seed", 0))
     finals: dict[str, list[PSROState]] = {}
@@ -194,10 +304,17 @@ def run_comparison(spec: dict, progress: bool = True) -> dict:
         ]
     bar.close()
 
+    agents = game.env.agents
+    horizon = int(game.env_params.max_steps)
+    if per_step:
+        per_seed = {
+            n: [add_per_step(m, per_step, horizon, agents) for m in ms]
+            for n, ms in per_seed.items()
+        }
     names = [v.name for v in variants]
     summary = {}
     for name in names:
-        keys = [k for k in per_seed[name][0] if k.startswith(("return_", "event/"))]
+        keys = [k for k in per_seed[name][0] if k.startswith(("return_", "event/", "per_step/"))]
         summary[name] = {k: _ci([m[k] for m in per_seed[name]]) for k in keys}
 
     cross: dict[str, dict[str, tuple[float, float]]] = {}
@@ -205,11 +322,16 @@ def run_comparison(spec: dict, progress: bool = True) -> dict:
     for a in names:
         for b in names:
             vals = [
-                crossplay(game, finals[a][s], finals[b][s], jax.random.key(1000 + s), episodes)
+                add_per_step(
+                    crossplay(game, finals[a][s], finals[b][s], jax.random.key(1000 + s), episodes),
+                    per_step,
+                    horizon,
+                    agents,
+                )
                 for s in range(seeds)
             ]
             cross[f"{a}|{b}"] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
-    return {
+    results = {
         "spec": spec,
         "variants": names,
         "seeds": seeds,
@@ -226,6 +348,19 @@ def run_comparison(spec: dict, progress: bool = True) -> dict:
             "devices": [d.device_kind for d in jax.devices()],
         },
     }
+    if strip_dir is not None and spec.get("strips", 0):
+        results["strips"] = {
+            name: [
+                str(p)
+                for p in strips(
+                    game, finals[name][0], Path(strip_dir), name, spec["strips"],
+                    spec.get("strip_every", 1), seed=spec.get("seed", 0),
+                )
+            ]
+            for name in names
+        }  # fmt: skip
+    results["total_wall_clock_s"] = time.perf_counter() - t_start
+    return results
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -245,6 +380,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def markdown(results: dict, metric_names: list[str]) -> str:
     """The summary and cross-play tables as Markdown (mean +/- 95% CI over seeds)."""
     agent = "player_0"
+    names = results["variants"]
     cols = ["return_mean", "return_var", "return_worst", "return_cvar05", *metric_names]
     lines = [
         f"Final meta-strategies, {results['seeds']} seeds, {results['iterations']} PSRO "
@@ -273,6 +409,22 @@ def markdown(results: dict, metric_names: list[str]) -> str:
             m, h = results["crossplay"][f"{a}|{b}"][f"return_mean/{agent}"]
             cells.append(f"{m:.3g} +/- {h:.2g}")
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    for metric in metric_names:
+        if f"{metric}/{agent}" not in results["crossplay"][f"{names[0]}|{names[0]}"]:
+            continue
+        lines += [
+            "",
+            f"Cross-play: {agent}'s {metric} (row: {agent}'s population, column: the opponent's):",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        for a in names:
+            cells = []
+            for b in names:
+                m, h = results["crossplay"][f"{a}|{b}"][f"{metric}/{agent}"]
+                cells.append(f"{m:.3g} +/- {h:.2g}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +449,9 @@ def figure(results: dict, metric_names: list[str], path: Path) -> None:
     for ax, panel in zip(axes[:-1], panels, strict=True):
         vals = [results["summary"][n].get(f"{panel}/{agent}", (np.nan, 0.0)) for n in names]
         ax.bar(names, [v[0] for v in vals], yerr=[v[1] for v in vals], color=colors, capsize=4)
-        ax.set_title(panel.replace("event/", "") + " (per episode)" * panel.startswith("event/"))
+        title = panel.replace("event/", "") + " (per episode)" * panel.startswith("event/")
+        title = title.replace("per_step/", "") + " (per step)" * panel.startswith("per_step/")
+        ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
     ax = axes[-1]
     mat = np.array(
@@ -335,10 +489,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     spec = load_spec(args.spec, seeds=args.seeds, iterations=args.iterations)
     build(spec)  # validate everything before any work
-    results = run_comparison(spec, progress=not args.no_progress)
     out = Path(args.out) / f"compare-{spec.get('name', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    metric_names = list(spec.get("metrics", []))
+    results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
+    metric_names = report_names(spec)
     _atomic_write(out / "compare.json", json.dumps(results, indent=1, default=str).encode())
     table = markdown(results, metric_names)
     _atomic_write(out / "compare.md", table.encode())

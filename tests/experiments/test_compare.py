@@ -47,3 +47,66 @@ def test_small_comparison_writes_table_and_figure(tmp_path):
     assert half >= 0 and mean == mean  # finite
     assert (out / "compare.png").stat().st_size > 10_000
     assert "| prd |" in (out / "compare.md").read_text()
+
+
+# ------------------------------------------------------------------ per-step means and strips
+def test_new_spec_keys_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="strips=-1"):
+        compare.load_spec(_spec(tmp_path, strips=-1))
+    with pytest.raises(ValueError, match="strip_every=0"):
+        compare.load_spec(_spec(tmp_path, strip_every=0))
+    with pytest.raises(ValueError, match="per_step"):
+        compare.load_spec(_spec(tmp_path, per_step=["speed"]))  # not an event name
+    spec = compare.load_spec(_spec(tmp_path, per_step=["event/speed"], strips=1, strip_every=2))
+    assert compare.report_names(spec) == ["per_step/speed"]
+    spec["metrics"] = ["event/crashed", "per_step/speed"]
+    assert compare.report_names(spec) == ["event/crashed", "per_step/speed"]  # no duplicate
+
+
+def test_per_step_divides_episode_totals_by_the_horizon():
+    values = {"return_mean/a": 1.0, "event/speed/a": 50.0, "event/speed/b": 25.0}
+    out = compare.add_per_step(values, ["event/speed"], 25, ["a", "b"])
+    assert out["per_step/speed/a"] == 2.0 and out["per_step/speed/b"] == 1.0
+    assert out["event/speed/a"] == 50.0 and "per_step/speed/a" not in values  # additive
+    with pytest.raises(ValueError, match="no such per-agent info field.*event/speed"):
+        compare.add_per_step(values, ["event/progress"], 25, ["a", "b"])
+
+
+def test_per_step_on_a_game_without_the_field_fails_before_the_tables(tmp_path):
+    spec = compare.load_spec(_spec(tmp_path, per_step=["event/speed"], seeds=1, iterations=1))
+    with pytest.raises(ValueError, match="event/speed"):
+        compare.run_comparison(spec, progress=False)
+
+
+def test_strips_play_the_most_likely_profile_and_save_pngs(tmp_path):
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from marl import population as mpop
+    from psro import games
+
+    game = games.network_game("two_way", hidden=8, max_steps=4)
+    members = [
+        [game.member_init(jax.random.key(10 * i + m), i) for m in range(2)] for i in range(2)
+    ]
+    state = SimpleNamespace(
+        populations=[mpop.population_from_list(ms, 3) for ms in members],
+        meta_strategy=[jnp.array([0.3, 0.7, 0.0]), jnp.array([0.6, 0.4, 0.0])],
+    )
+    assert compare.most_likely_profile(state) == [1, 0]
+    paths = compare.strips(game, state, tmp_path, "v", episodes=1, every=2)
+    assert [p.name for p in paths] == ["strip-v-0.png"]
+    frame = game.env.render(game.env.reset(jax.random.key(0), game.env_params)[1], game.env_params)
+    w = Image.open(paths[0]).size[0]
+    # 5 frames (reset + 4 steps) unless the episode ended early; every 2nd, and the last: 3 of 5
+    n = (w + 2) // (frame.shape[1] + 2)
+    assert 1 <= n <= 3 and w == n * frame.shape[1] + (n - 1) * 2
+
+
+def test_strips_skip_envs_that_do_not_render(tmp_path):
+    spec = compare.load_spec(_spec(tmp_path))
+    game, _ = compare.build(spec)
+    assert compare.strips(game, None, tmp_path, "v", episodes=1) == []
