@@ -62,7 +62,7 @@ from flax import struct
 from envs import spaces
 from envs.core import EnvParams, MultiAgentEnv
 from marl import networks, rollout
-from marl.population import Population, population_get
+from marl.population import Population, population_add, population_get, population_init
 
 PyTree = Any
 OBJECTIVES = ("risk_neutral", "mean_variance")
@@ -97,6 +97,11 @@ class PPOConfig:
         PureJaxRL does: per-minibatch scaling washes out rare large mean-variance penalties).
       clip_value: PPO-style clipped value loss (off by default: the mean-variance penalty can
         make value targets large, and clipping then slows the critic down).
+      prosocial: weight on the other agents' rewards in the learner's training reward
+        (``r_learner + prosocial * sum(r_others)``; 0 = selfish). Peysakhovich & Lerer's
+        prosocial agents use 1; ``run_self_play`` with it finds the trusting convention of a
+        stag hunt. Episode returns (metrics, the mean-variance penalty) count this training
+        reward.
     """
 
     num_envs: int = 16
@@ -118,6 +123,7 @@ class PPOConfig:
     anneal_lr: bool = False
     normalize_advantages: bool = True
     clip_value: bool = False
+    prosocial: float = 0.0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -134,6 +140,8 @@ class PPOConfig:
             raise ValueError(f"gamma_risk must be >= 0, got {self.gamma_risk}")
         if not 0.0 < self.mu_rate <= 1.0:
             raise ValueError(f"mu_rate must be in (0, 1], got {self.mu_rate}")
+        if not np.isfinite(self.prosocial) or self.prosocial < 0:
+            raise ValueError(f"prosocial must be finite and >= 0, got {self.prosocial}")
 
 
 @struct.dataclass
@@ -411,7 +419,11 @@ class PPO:
                 jax.random.split(k_env, n), c.env_state, actions, env_params
             )
             done = info["episode_done"]
-            reward = jnp.asarray(rew[learner], jnp.float32)
+            own = jnp.asarray(rew[learner], jnp.float32)
+            reward = own
+            if self.config.prosocial:  # static: a selfish learner compiles no extra terms
+                others = sum(jnp.asarray(rew[a], jnp.float32) for a in self.opponents)
+                reward = own + self.config.prosocial * others
             ep_ret = c.episode_return + reward
             fresh = self._draw(k_draw, probs, n)
             index = {a: jnp.where(done, fresh[a], c.opponent_index[a]) for a in self.opponents}
@@ -662,6 +674,51 @@ class PPO:
         ``gamma_risk`` (and ``env_params`` / ``init_params`` leaves)."""
         state = self.init(key, init_params)
         state, metrics = self.train(state, env_params, opponents, opponent_probs, gamma_risk)
+        return state.params, metrics
+
+    def run_self_play(
+        self,
+        key: jax.Array,
+        env_params: EnvParams,
+        init_params: PyTree | None = None,
+        gamma_risk=None,
+    ) -> tuple[PyTree, dict]:
+        """Self-play: every other agent plays the learner's own current params (refreshed at
+        each update), ``config.total_updates`` updates -> ``(params, metrics)``.
+
+        Needs opponents that run the learner's network (the default ``opponent_policy`` when all
+        agents share observation and action sizes). With ``config.prosocial = 1`` in a stag hunt
+        this trains Peysakhovich & Lerer's prosocial convention; PSRO uses it to seed
+        populations (``psro.oracles`` ``self_play``). Jittable and vmappable over ``key``.
+        """
+        for a in self.opponents:
+            o, act = self.env.observation_space(a), self.env.action_space(a)
+            if int(np.prod(o.shape)) != self.obs_dim or int(act.n) != self.num_actions:
+                raise ValueError(
+                    f"self-play needs every agent to share the learner's sizes; {a!r} has "
+                    f"observation {o.shape} and {act}, the learner ({self.obs_dim},) and "
+                    f"Discrete({self.num_actions})"
+                )
+        self._gamma_risk(gamma_risk)
+        probs = {a: jnp.ones((1,), jnp.float32) for a in self.opponents}
+
+        def mirror(params):
+            pop = population_add(population_init(params, 1), params)
+            return {a: pop for a in self.opponents}
+
+        state = self.init(key, init_params)
+        key, k_lanes = jax.random.split(state.key)
+        carry = self.reset_lanes(k_lanes, env_params, mirror(state.params), probs)
+        state = state.replace(key=key)
+
+        def body(c, _):
+            s, lanes = c
+            s, lanes, m = self.update(s, lanes, env_params, mirror(s.params), probs, gamma_risk)
+            return (s, lanes), m
+
+        (state, _), metrics = jax.lax.scan(
+            body, (state, carry), None, length=self.config.total_updates
+        )
         return state.params, metrics
 
     # ------------------------------------------------------------------------------ evaluation

@@ -67,6 +67,9 @@ class PSROGame:
         return self.policy_fn
 
 
+INIT_MEMBERS = ("random", "self_play")
+
+
 @dataclasses.dataclass(frozen=True)
 class PSROConfig:
     """Static settings of a PSRO run (hyperparameters of the solver/oracle go in the dicts)."""
@@ -79,6 +82,12 @@ class PSROConfig:
     episodes: int = 16  # episodes per meta-game cell per evaluation
     jit_solver: bool = True  # False for host-only solvers, e.g. nash with method="lp"
     symmetric: bool = False  # one shared population for a symmetric two-player game
+    # "random": each population starts with one fresh member. "self_play": a second member is
+    # added before the first iteration, the same for every player: a network trained by PPO
+    # self-play (``psro.oracles.self_play_member``; ``init_kwargs`` are its PPOConfig fields,
+    # e.g. ``prosocial=1.0`` for Peysakhovich & Lerer's trusting convention in a stag hunt).
+    init_members: str = "random"
+    init_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.capacity, int) or self.capacity < 2:
@@ -96,6 +105,15 @@ class PSROConfig:
                 f"unknown oracle {self.oracle!r}; known oracles: {', '.join(oracles.names())}"
             )
         oracles.check_settings(self.oracle, self.oracle_kwargs)
+        if self.init_members not in INIT_MEMBERS:
+            raise ValueError(
+                f"init_members={self.init_members!r} is not valid; allowed: "
+                f"{', '.join(INIT_MEMBERS)}"
+            )
+        if self.init_members == "random" and self.init_kwargs:
+            raise ValueError("init_kwargs are only used with init_members='self_play'")
+        if self.init_members == "self_play":
+            oracles.check_self_play_settings(self.init_kwargs)
         solvers.registry._check_hypers(self.solver, solvers.get(self.solver), self.solver_kwargs)
 
 
@@ -155,6 +173,7 @@ class PSRO:
         self._jit_oracle = compile_phase(self._oracle_phase)
         self._jit_add = compile_phase(self._add_phase)
         self._jit_eval = compile_phase(self._evaluate_phase)
+        self._jit_seed = compile_phase(self._seed_phase)
         self._jit_solve = (
             compile_phase(self._solve_phase) if config.jit_solver else self._solve_phase
         )
@@ -221,7 +240,16 @@ class PSRO:
             key = jax.random.split(key, self.num_seeds)
         state = self._jit_init(key)
         state = self._jit_eval(state)
+        if self.config.init_members == "self_play":
+            new, key = self._jit_seed(state)
+            state = self._jit_eval(self._jit_add(state, new, key))
         return self._jit_solve(state)
+
+    def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
+        """The self-play member, shared by every player (one training run)."""
+        key, sub = jax.random.split(state.key)
+        member = oracles.self_play_member(sub, self.game, **self.config.init_kwargs)
+        return tuple(member for _ in range(self.n)), key
 
     def _init_state(self, key: jax.Array) -> PSROState:
         cap = self.config.capacity

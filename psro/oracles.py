@@ -250,5 +250,41 @@ def ppo_oracle(
 
 
 ppo_oracle.extra_settings = frozenset(_PPO_FIELDS)
+
+_SELF_PLAY_DEFAULTS = {"prosocial": 1.0}
+
+
+def check_self_play_settings(settings: dict) -> None:
+    """Reject unknown ``self_play_member`` settings (host-side, before any work)."""
+    unknown = sorted(set(settings) - _PPO_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"self_play init: unknown setting {unknown[0]!r}; allowed: "
+            f"{', '.join(sorted(_PPO_FIELDS))}"
+        )
+    mppo.PPOConfig(**{**_SELF_PLAY_DEFAULTS, **settings})  # value errors name the field
+
+
+def self_play_member(key, game, **ppo_kwargs):
+    """A network trained by PPO self-play (``marl.ppo.PPO.run_self_play``) as the first agent,
+    every other agent playing the same params: a convention for all players to start from.
+
+    ``ppo_kwargs`` are ``marl.ppo.PPOConfig`` fields; ``prosocial`` defaults to 1 (each agent
+    trained on the sum of both rewards, as Peysakhovich & Lerer's prosocial agents), which in a
+    stag hunt finds the trusting, payoff-dominant convention that a selfish population rarely
+    discovers. Pure and jittable; the game's members must be ``marl.networks`` actor-critics of
+    ``hidden`` units (as ``psro.games.network_game``) with the same sizes for every player.
+    """
+    agents = game.env.agents
+    trainer = mppo.PPO(
+        game.env,
+        agents[0],
+        mppo.PPOConfig(**{**_SELF_PLAY_DEFAULTS, **ppo_kwargs}),
+        opponent_policy={a: game.policy(j) for j, a in enumerate(agents) if j != 0},
+    )
+    params, _ = trainer.run_self_play(key, game.env_params)
+    return params
+
+
 register("exact", exact_oracle)
 register("ppo", ppo_oracle)

@@ -306,3 +306,44 @@ def test_symmetric_shared_population():
     assert float(full_game_strategies(sh.game, st)[0][1]) > 0.999  # Hare
     with pytest.raises(ValueError, match="equal action spaces"):
         PSRO(_game(matrix.random_general_sum(0, (3, 4))), PSROConfig(symmetric=True))
+
+
+def test_self_play_init_member_shared_and_every_profile_evaluated():
+    """init_members="self_play": a second member, the same network for both players, trained
+    prosocially (matrix stag hunt: it plays Stag), and all four profiles in the meta-game."""
+    from psro.games import network_game
+
+    game = network_game("matrix/stag_hunt", hidden=16, max_steps=1)
+    cfg = PSROConfig(
+        capacity=3,
+        solver="rae",
+        solver_kwargs={"gamma": 0.0, "eps": 0.0},
+        oracle="ppo",
+        oracle_kwargs={"total_updates": 1, "num_envs": 4, "num_steps": 4, "hidden": 16},
+        init_members="self_play",
+        init_kwargs={"total_updates": 40, "num_envs": 32, "num_steps": 4, "hidden": 16},
+        episodes=64,
+    )
+    psro = PSRO(game, cfg)
+    state = psro.init(jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(state.counts), [2, 2])
+    from marl.population import population_get
+
+    a, b = (population_get(p, 1) for p in state.populations)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    count = np.asarray(state.metagame.count)
+    assert (count[:2, :2] == 64).all() and (count[2:, :].sum() + count[:, 2:].sum()) == 0
+    mean = np.asarray(state.metagame.mean)
+    assert mean[0, 1, 1] > 3.6 and mean[1, 1, 1] > 3.6  # the pair hunts together: ~4 each
+    assert mean[0, 0, 0] < 3.0  # the random members do worse among themselves
+
+
+def test_init_members_settings_checked():
+    with pytest.raises(ValueError, match="init_members='best'.*random, self_play"):
+        PSROConfig(init_members="best")
+    with pytest.raises(ValueError, match="only used with init_members='self_play'"):
+        PSROConfig(init_kwargs={"total_updates": 3})
+    with pytest.raises(ValueError, match="unknown setting 'updates'"):
+        PSROConfig(init_members="self_play", init_kwargs={"updates": 3})
+    with pytest.raises(ValueError, match="prosocial"):
+        PSROConfig(init_members="self_play", init_kwargs={"prosocial": -2.0})
