@@ -79,6 +79,7 @@ METHODS = ("extragradient", "sfp")
 # thread pool; see psro.solvers.unbatched).
 _top_eigenvalue = unbatched(lambda q: jnp.linalg.eigvalsh(q)[-1])
 _lstsq = unbatched(lambda a, b: jnp.linalg.lstsq(a, b)[0])
+_solve = unbatched(lambda a, b: jnp.linalg.solve(a, b))
 
 
 def _is_tracer(x: Any) -> bool:
@@ -354,7 +355,25 @@ def _fista_qp(c, Q, mask, x0, iterations: int):
         return (xn, zn, tn), None
 
     x0 = renormalize(x0, mask)
-    (x, _, _), _ = jax.lax.scan(body, (x0, x0, jnp.ones((), dt)), None, length=iterations)
+    # Blocks of ``chunk`` steps in a while loop: stop once the Frank-Wolfe bound certifies the
+    # current value to ``1e-13 * scale`` (at an equilibrium the start is already optimal).
+    chunk = max(1, min(50, int(iterations)))
+    blocks = -(-int(iterations) // chunk)
+
+    def fw(x):
+        gx = grad(x)
+        return jnp.max(jnp.where(mask, gx, -jnp.inf)) - gx @ x
+
+    def cond(carry):
+        b, (x, _, _) = carry
+        return (b < blocks) & (fw(x) > 1e-13 * scale)
+
+    def block(carry):
+        b, st = carry
+        st, _ = jax.lax.scan(body, st, None, length=chunk)
+        return b + 1, st
+
+    _, (x, _, _) = jax.lax.while_loop(cond, block, (jnp.asarray(0), (x0, x0, jnp.ones((), dt))))
 
     # Exact polish on the support of x: [2Q_SS 1; 1^T 0] [x_S; lam] = [c_S; 1], x_notS = 0.
     k = c.shape[0]
@@ -592,26 +611,51 @@ def _sqnorm(xs):
     return sum(jnp.sum(x * x) for x in xs)
 
 
-def _extragradient(game: _Game, x0, iterations: int, step_size: float, shrink: float, taus=None):
+def _extragradient(
+    game: _Game,
+    x0,
+    iterations: int,
+    step_size: float,
+    shrink: float,
+    taus=None,
+    chunks: int = 1,
+    tol: float = 0.0,
+):
     """Extragradient with the adaptive, non-increasing step of Yang and Liu (2018).
 
     ``x_half = P(x + eta F(x))``, ``x_next = P(x + eta F(x_half))``, then
     ``eta <- min(eta, shrink * |x - x_half| / |F(x) - F(x_half)|)``: no Lipschitz constant is
     needed and the step settles at the local one. Tracks the iterate of smallest natural residual
-    ``|x - P(x + eta F(x))| / eta``; returns (last, best) and the final step.
+    ``|x - P(x + eta F(x))| / eta`` and the average of the iterates of the second half.
+
+    The steps run in ``chunks`` blocks (a ``lax.while_loop`` over ``lax.scan`` blocks, so it stays
+    jittable and vmappable): after each block the iterate is kept as a snapshot, and the loop stops
+    early once the best residual is ``<= tol`` (``tol = 0``: never; the remaining snapshots are then
+    the last iterate). Returns ``(last, best, avg, eta, snapshots, steps_run)``; ``snapshots`` has a
+    leading axis of ``chunks``.
     """
     dt = x0[0].dtype
+    chunks = max(1, min(int(chunks), int(iterations)))
+    length = -(-int(iterations) // chunks)  # ceil: the steps past ``iterations`` are no-ops
+    total = length * chunks
+    half = int(iterations) // 2
 
     us = tuple(uniform(m).astype(dt) for m in game.masks)
+    if taus is None:
+        taus = jnp.zeros((iterations,), dt)
+    taus = jnp.concatenate([jnp.asarray(taus, dt), jnp.zeros((total - iterations,), dt)])
 
     def reg_grads(xs, tau):
         g = _grads(game, xs)
         return tuple(gi - tau * (x - u) for gi, x, u in zip(g, xs, us, strict=True))
 
-    def body(state, inp):
-        tau, w = inp
-        xs, eta, best, best_res, avg = state
+    def body(state, t):
+        xs, eta, best, best_res, avg, count = state
+        tau = taus[t]
+        active = t < iterations
+        w = jnp.where(active & (t >= half), 1.0, 0.0).astype(dt)
         avg = tuple(a + w * x for a, x in zip(avg, xs, strict=True))
+        count = count + w
         g = reg_grads(xs, tau)
         xh = _project_all(game, tuple(x + eta * gi for x, gi in zip(xs, g, strict=True)))
         gh = reg_grads(xh, tau)
@@ -619,34 +663,54 @@ def _extragradient(game: _Game, x0, iterations: int, step_size: float, shrink: f
         dx = jnp.sqrt(_sqnorm(tuple(a - b for a, b in zip(xs, xh, strict=True))))
         dg = jnp.sqrt(_sqnorm(tuple(a - b for a, b in zip(g, gh, strict=True))))
         res = dx / eta
-        better = (res < best_res) & (tau == 0)
+        better = (res < best_res) & (tau == 0) & active
         best = jax.tree.map(lambda a, b: jnp.where(better, a, b), xs, best)
         best_res = jnp.where(better, res, best_res)
-        eta = jnp.where(dg > 0, jnp.minimum(eta, shrink * dx / jnp.where(dg > 0, dg, 1.0)), eta)
-        return (xn, eta, best, best_res, avg), None
+        eta_new = jnp.where(dg > 0, jnp.minimum(eta, shrink * dx / jnp.where(dg > 0, dg, 1.0)), eta)
+        eta = jnp.where(active, eta_new, eta)
+        xn = jax.tree.map(lambda a, b: jnp.where(active, a, b), xn, xs)
+        return (xn, eta, best, best_res, avg, count), None
+
+    def cond(carry):
+        c, inner, _ = carry
+        return (c < chunks) & (inner[3] > tol)
+
+    def block(carry):
+        c, inner, snaps = carry
+        ts = c * length + jnp.arange(length)
+        inner, _ = jax.lax.scan(body, inner, ts)
+        snaps = jax.tree.map(lambda s, x: s.at[c].set(x), snaps, inner[0])
+        return c + 1, inner, snaps
 
     zeros = tuple(jnp.zeros_like(x) for x in x0)
-    init = (x0, jnp.asarray(step_size, dt), x0, jnp.asarray(jnp.inf, dt), zeros)
-    if taus is None:
-        taus = jnp.zeros((iterations,), dt)
-    half = iterations // 2
-    weights = jnp.where(jnp.arange(iterations) >= half, 1.0 / (iterations - half), 0.0)
-    (xs, eta, best, best_res, avg), _ = jax.lax.scan(
-        body, init, (taus.astype(dt), weights.astype(dt))
+    inner0 = (
+        x0,
+        jnp.asarray(step_size, dt),
+        x0,
+        jnp.asarray(jnp.inf, dt),
+        zeros,
+        jnp.zeros((), dt),
     )
-    avg = _project_all(game, avg)
-    return xs, best, avg, eta
+    snaps0 = tuple(jnp.broadcast_to(x, (chunks, *x.shape)) for x in x0)
+    done, inner, snaps = jax.lax.while_loop(cond, block, (jnp.asarray(0), inner0, snaps0))
+    xs, eta, best, _, avg, count = inner
+    ran = jnp.arange(chunks) < done
+    snaps = tuple(jnp.where(ran[:, None], s, x[None]) for s, x in zip(snaps, xs, strict=True))
+    avg = tuple(a / jnp.maximum(count, 1.0) for a in avg)
+    avg = jax.tree.map(lambda a, x: jnp.where(count > 0, a, x), _project_all(game, avg), xs)
+    return xs, best, avg, eta, snaps, jnp.minimum(done * length, iterations)
 
 
 def _newton_polish(game: _Game, xs, steps: int):
-    """Semi-smooth Newton on the natural map ``F(x) = x - P(x + g(x))`` (all players stacked).
+    """Dense semi-smooth Newton on the natural map ``F(x) = x - P(x + g(x))`` (all players stacked).
 
     Its zeros are exactly the equilibria (each ``U_i`` is concave in ``x_i``). The generalised
     Jacobian comes from ``jax.jacfwd`` through the piecewise-linear simplex projection; the Newton
     system is solved by least squares and the step length is the best of a few trial lengths
     (never increasing ``|F|``). Locally quadratic, and -- unlike any gradient dynamics -- it also
     converges to equilibria that are *unstable* under learning dynamics, which is where
-    extragradient cycles in general-sum games.
+    extragradient cycles in general-sum games. Costs ``O((sum_i K_i)^3)`` per step; the solver uses
+    :func:`_support_newton` (the same steps on the active set) and keeps this one as the reference.
     """
     sizes = [x.shape[0] for x in xs]
     splits = list(np.cumsum(sizes)[:-1])
@@ -675,6 +739,134 @@ def _newton_polish(game: _Game, xs, steps: int):
 
     z, _ = jax.lax.scan(body, jnp.concatenate(xs), None, length=steps)
     return _project_all(game, unflat(z))
+
+
+def _natural_map(game: _Game, xs, tau=0.0):
+    """``F(x) = x - P(x + g(x))`` per player (unit step); zero exactly at an equilibrium.
+
+    ``tau > 0`` adds the Tikhonov term ``-tau (x - uniform)`` to every gradient.
+    """
+    g = _grads(game, xs)
+    return tuple(
+        x - project_simplex(x + gi - tau * (x - uniform(m).astype(x.dtype)), m)
+        for x, gi, m in zip(xs, g, game.masks, strict=True)
+    )
+
+
+def _residual(game: _Game, xs):
+    """``|F(x)|`` of :func:`_natural_map`: a cheap proxy of the gap, used to rank candidates."""
+    return jnp.sqrt(_sqnorm(_natural_map(game, xs)))
+
+
+def _support_grads(game: _Game, xs, idx, i):
+    """Player i's gradient on the rows ``idx`` (shape ``(s,)``), when ``xs[i]`` lives on ``idx``.
+
+    Uses only the ``s`` payoff rows of the selected strategies, so it costs ``O(s * B_i)`` instead
+    of ``O(K_i * B_i)``.
+    """
+    xt = _perturbed(game, xs)
+    p, q = _others(xs, i), _others(xt, i)
+    Wr = game.W[i][idx]
+    u = xs[i][idx]
+    m, mt = Wr @ p, Wr @ q
+    sx = Wr @ (q * (u @ Wr)) - mt * (mt @ u)
+    return m - game.gammas[i] * (2.0 * sx + game.lam * (game.V[i][idx] @ q))
+
+
+def _support_newton(game: _Game, xs, steps: int, support: int, taus=None):
+    """Semi-smooth Newton on the natural map, solved on the active set only.
+
+    At ``z`` the generalised Jacobian of ``F(z) = z - P(z + g(z))`` is the identity on the
+    coordinates that the projection sets to zero (their Newton step is ``-z_j``) and couples only
+    the active ones, which are the largest entries of ``v = z + g(z)``. So each step takes, per
+    player, the ``s_i = min(K_i, support)`` largest live entries of ``v`` (``lax.top_k``: static
+    shapes), zeroes the rest, and solves the ``sum_i s_i`` Newton system there (Jacobian by
+    ``jax.jacfwd`` of the restricted map, which reads only those payoff rows). When every active
+    set fits in ``support`` this is exactly the dense step of :func:`_newton_polish`, at
+    ``O((sum_i s_i)^3 + (sum_i s_i)^2 B)`` instead of ``O((sum_i K_i)^3)``. Two directions are tried
+    -- the Newton step (LU solve) and a Levenberg-Marquardt step (``mu = |F|``, robust when the
+    Jacobian is singular) -- each at a few lengths, and the trial of smallest full ``|F|`` is kept
+    (length 0 included, so ``|F|`` never increases).
+    """
+    dt = xs[0].dtype
+    n = len(xs)
+    ks = [x.shape[0] for x in xs]
+    ss = [min(k, int(support)) for k in ks]
+    splits = list(np.cumsum(ss)[:-1])
+    lengths = jnp.asarray([1.0, 0.5, 0.25, 0.1, 0.02, 0.0], dtype=dt)
+
+    def step(ys, tau):
+        def fnorm(ys):
+            return _sqnorm(_natural_map(game, ys, tau))
+
+        us_all = tuple(uniform(m).astype(dt) for m in game.masks)
+        g = _grads(game, ys)
+        g = tuple(gi - tau * (y - u) for gi, y, u in zip(g, ys, us_all, strict=True))
+        idx, valid = [], []
+        for x, gi, m, s in zip(ys, g, game.masks, ss, strict=True):
+            score = jnp.where(m, x + gi, -jnp.inf)
+            _, ix = jax.lax.top_k(score, s)
+            idx.append(ix)
+            valid.append(m[ix])
+
+        def embed(u):
+            us = jnp.split(u, splits) if n > 1 else [u]
+            return tuple(
+                jnp.zeros((k,), dt).at[ix].set(jnp.where(v, ui, 0.0))
+                for k, ix, v, ui in zip(ks, idx, valid, us, strict=True)
+            )
+
+        def fr(u):
+            zs = embed(u)
+            us = jnp.split(u, splits) if n > 1 else [u]
+            out = []
+            for i in range(n):
+                ui = jnp.where(valid[i], us[i], 0.0)
+                gs = _support_grads(game, zs, idx[i], i) - tau * (ui - us_all[i][idx[i]])
+                out.append(ui - project_simplex(ui + gs, valid[i]))
+            return jnp.concatenate(out)
+
+        u0 = jnp.concatenate(
+            [jnp.where(v, y[ix], 0.0) for y, ix, v in zip(ys, idx, valid, strict=True)]
+        )
+        f0 = fr(u0)
+        J = jax.jacfwd(fr)(u0)
+        d_newton = _solve(J, -f0)
+        mu = jnp.sqrt(jnp.sum(f0 * f0))
+        eye = jnp.eye(J.shape[0], dtype=dt)
+        d_lm = _solve(J.T @ J + mu * eye, -(J.T @ f0))
+        dirs = []
+        for d in (d_newton, d_lm):
+            d = jnp.where(jnp.all(jnp.isfinite(d)), d, 0.0)
+            target = embed(u0 + d)
+            dirs.append(tuple(t - y for t, y in zip(target, ys, strict=True)))
+        trials = [
+            tuple(y + a * di for y, di in zip(ys, dd, strict=True)) for dd in dirs for a in lengths
+        ]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *trials)
+        norms = jax.vmap(fnorm)(stacked)
+        norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
+        b = jnp.argmin(norms)
+        return tuple(a[b] for a in stacked), None
+
+    if taus is None:
+        taus = jnp.zeros((int(steps),), dt)
+    taus = jnp.asarray(taus, dt)
+
+    # Early exit (a while loop, so it stays jittable and vmappable) once |F| is at rounding level.
+    def cond(carry):
+        t, ys = carry
+        return (t < int(steps)) & (
+            _sqnorm(_natural_map(game, ys, taus[jnp.minimum(t, steps - 1)])) > 1e-28
+        )
+
+    def body(carry):
+        t, ys = carry
+        ys, _ = step(ys, taus[t])
+        return t + 1, ys
+
+    _, ys = jax.lax.while_loop(cond, body, (jnp.asarray(0), tuple(xs)))
+    return _project_all(game, ys)
 
 
 def _tau_schedule(iterations: int, anneal: float, tau0: float, tau_min: float, dt):
@@ -777,6 +969,10 @@ def rae(
     tau0: float = 1.0,
     tau_min: float = 1e-4,
     newton_steps: int = 20,
+    newton_support: int = 48,
+    snapshots: int = 4,
+    tol: float = 1e-9,
+    certify: int = 1,
 ) -> SolverResult:
     """Solve for a Risk-Averse Equilibrium; returns strategies and the RAE gap.
 
@@ -801,8 +997,18 @@ def rae(
         tau, inner_iterations: entropy smoothing and mirror-ascent steps for ``sfp``.
         gap_iterations: FISTA steps of the certificate.
         anneal, tau0, tau_min: the optional Tikhonov homotopy (see below).
-        newton_steps: steps of the final Newton polish (0 disables it; its cost grows like
-            ``(sum_i K_i)^3`` per step, so for K in the hundreds consider 0 or few restarts).
+        newton_steps: most steps of the final Newton polish (0 disables it; it stops early once
+            the natural residual is at rounding level).
+        newton_support: the polish solves each Newton system on at most this many strategies per
+            player (the active set: the largest entries of ``x + g(x)``), so a step costs
+            ``O((n * newton_support)^3)`` whatever ``K``; exact while the equilibrium's support
+            fits. ``0`` selects the dense reference method (``O((sum_i K_i)^3)`` per step).
+        snapshots: the extragradient run is split into this many blocks; the iterate after each
+            block is one more Newton start (beside the last, best-residual and average iterates).
+        tol: extragradient stops early (per block) once its best natural residual is ``<= tol``
+            (``0``: always all ``iterations``).
+        certify: per restart, how many candidates (ranked by the natural residual
+            ``|x - P(x + g(x))|``, zero exactly at an equilibrium) get the FISTA certificate.
 
     Returns:
         :class:`~psro.solvers.result.SolverResult` with ``strategies`` (tuple of ``(K_i,)``),
@@ -811,14 +1017,17 @@ def rae(
         gap), ``gap_game_units``, ``iterations``, ``step`` (final extragradient step).
 
     The default method is extragradient with an adaptive step (no Lipschitz constant to guess, and
-    it runs at the largest stable step for each game) from several vmapped starts, followed by a
-    final local polish: a semi-smooth Newton method on the natural map ``x - P(x + g(x))`` from the
-    last iterate, the smallest-residual iterate and the average of the second half of the
-    trajectory. Why: in general-sum games extragradient often cycles around equilibria that are
-    unstable for *any* gradient dynamics, and Newton converges to those too; on seeded 20x20
-    general-sum games (gamma=1, eps=0.1) it lifted the solved share from 80% to 87% with 4
-    restarts, and 8 restarts gave 97%. Every candidate (last, best-residual, and the three
-    polished ones, per restart) is certified with the RAE gap and the lowest is returned.
+    it runs at the largest stable step for each game) from several vmapped starts, stopping early
+    once converged, followed by a final local polish: a semi-smooth Newton method on the natural
+    map ``x - P(x + g(x))``, solved on the active set only (:func:`_support_newton`), from the
+    last iterate, the smallest-residual iterate, the average of the second half of the trajectory
+    and ``snapshots`` iterates along it. Why: in general-sum games extragradient often cycles
+    around equilibria that are unstable for *any* gradient dynamics, and Newton converges to those
+    too; with the cheap active-set Newton from several points of the cycle, 97% of seeded 20x20
+    general-sum games (gamma=1, eps=0.1, 8 restarts) are solved to a gap < 1e-4, against 92% with
+    the dense polish from three points. Per restart, the candidates (raw and polished) are ranked
+    by their natural residual and the best ``certify`` get the RAE gap certificate (a FISTA QP
+    per player that stops once its Frank-Wolfe bound closes); the lowest certified gap wins.
     A Tikhonov homotopy (``anneal > 0``: a ``tau/2 |x - uniform|^2`` regulariser annealed
     geometrically from ``tau0`` to ``tau_min`` over that share of the steps) is available but off
     by default: it did not raise the solved share in those measurements.
@@ -862,6 +1071,10 @@ def rae(
         tau0=float(tau0),
         tau_min=float(tau_min),
         newton_steps=int(newton_steps),
+        newton_support=int(newton_support),
+        snapshots=int(snapshots),
+        tol=float(tol),
+        certify=int(certify),
     )
 
 
@@ -889,6 +1102,10 @@ _STATIC = (
     "tau0",
     "tau_min",
     "newton_steps",
+    "newton_support",
+    "snapshots",
+    "tol",
+    "certify",
 )
 
 
@@ -916,39 +1133,66 @@ def _rae_jit(
     tau0,
     tau_min,
     newton_steps,
+    newton_support,
+    snapshots,
+    tol,
+    certify,
 ):
     """The traced body of :func:`rae` (compiled once per shape and static options)."""
     game = _prepare(payoffs, variances, mask, gamma, eps, outcome_variance, normalize)
     starts = _starts(game, _prepare_init(game, init), key, int(restarts))
 
+    dt = _float_dtype()
     if method == "extragradient":
 
         def run(x0):
-            taus = _tau_schedule(int(iterations), anneal, tau0, tau_min, _float_dtype())
-            last, best, avg, eta = _extragradient(
-                game, x0, int(iterations), step_size, shrink, taus
+            taus = _tau_schedule(int(iterations), anneal, tau0, tau_min, dt)
+            last, best, avg, eta, snaps, ran = _extragradient(
+                game, x0, int(iterations), step_size, shrink, taus, int(snapshots), float(tol)
             )
             outs = [last, best]
             if int(newton_steps) > 0:
-                three = jax.tree.map(lambda *a: jnp.stack(a), last, best, avg)
-                pol = jax.vmap(lambda xs: _newton_polish(game, xs, int(newton_steps)))(three)
-                outs += [jax.tree.map(lambda a, j=j: a[j], pol) for j in range(3)]
-            return jax.tree.map(lambda *a: jnp.stack(a), *outs), eta
+                starts_n = jax.tree.map(
+                    lambda a, b, c, s: jnp.concatenate([jnp.stack([a, b, c]), s]),
+                    last,
+                    best,
+                    avg,
+                    snaps,
+                )
+                if int(newton_support) > 0:
+                    polish = functools.partial(
+                        _support_newton,
+                        game,
+                        steps=int(newton_steps),
+                        support=int(newton_support),
+                    )
+                else:
+                    polish = functools.partial(_newton_polish, game, steps=int(newton_steps))
+                pol = jax.vmap(polish)(starts_n)
+                outs += [jax.tree.map(lambda a, j=j: a[j], pol) for j in range(3 + int(snapshots))]
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+            # Rank by the cheap natural residual; only the best ``certify`` get the certificate.
+            res = jax.vmap(lambda xs: _residual(game, xs))(stacked)
+            res = jnp.where(jnp.isfinite(res), res, jnp.inf)
+            c = min(int(certify), len(outs))
+            order = jnp.argsort(res)[:c]
+            return jax.tree.map(lambda a: a[order], stacked), eta, ran
 
-        cands, etas = jax.vmap(run)(starts)  # each (R, 2, K_i)
+        cands, etas, ran = jax.vmap(run)(starts)  # each (R, c, K_i)
         cands = tuple(c.reshape(-1, c.shape[-1]) for c in cands)
+        steps_run = jnp.max(ran)
     else:
 
         def run_sfp(x0):
-            return _sfp(
-                game, x0, int(iterations), jnp.asarray(tau, _float_dtype()), int(inner_iterations)
-            )
+            return _sfp(game, x0, int(iterations), jnp.asarray(tau, dt), int(inner_iterations))
 
         cands = jax.vmap(run_sfp)(starts)
-        etas = jnp.zeros((int(restarts),), _float_dtype())
+        etas = jnp.zeros((int(restarts),), dt)
+        steps_run = jnp.asarray(int(iterations))
 
     certify = functools.partial(_per_player_gaps, game, iterations=int(gap_iterations))
-    pg, up, _ = jax.vmap(lambda xs: certify(xs))(cands)  # (C, n)
+    # lax.map, not vmap: batched K x K mat-vecs are several times slower on CPU than a loop.
+    pg, up, _ = jax.lax.map(certify, cands)  # (C, n)
     totals = jnp.sum(pg * game.out_scale, axis=1)
     best = jnp.argmin(jnp.where(jnp.isfinite(totals), totals, jnp.inf))
     strategies = tuple(c[best] for c in cands)
@@ -958,7 +1202,7 @@ def _rae_jit(
         "player_gaps": pg[best] * game.out_scale,
         "gap_upper": jnp.sum(up[best] * game.out_scale),
         "gap_game_units": jnp.sum(pg[best] * game.ranges),
-        "iterations": jnp.asarray(int(iterations)),
+        "iterations": steps_run,
         "step": jnp.min(etas),
     }
     return SolverResult(strategies=strategies, gap=totals[best], info=info)
