@@ -29,6 +29,8 @@ Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``):
       oracle_kwargs: {}
       jit_solver: true
       symmetric: false         # one shared population (symmetric two-player games)
+      init_members: random     # random | self_play (adds a prosocial self-play convention)
+      init_kwargs: {}          # PPOConfig fields of the self-play run (init_members=self_play)
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
     run:
@@ -148,13 +150,17 @@ class PSROSection:
     oracle_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     jit_solver: bool = True
     symmetric: bool = False
+    init_members: str = "random"
+    init_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     time_budget_s: float | None = None
     gap_threshold: float | None = None
 
     @property
     def slots(self) -> int:
-        """The population capacity actually used (``capacity`` or ``iterations + 1``)."""
-        return self.capacity if self.capacity is not None else self.iterations + 1
+        """The population capacity actually used (``capacity``, or ``iterations + 1`` plus one
+        for a self-play initial member)."""
+        initial = 2 if self.init_members == "self_play" else 1
+        return self.capacity if self.capacity is not None else self.iterations + initial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +421,29 @@ def psro_config(cfg: ExperimentConfig):
             mppo.PPOConfig(**ppo_kw)
         except (TypeError, ValueError) as err:
             raise ConfigError("psro.oracle_kwargs", ppo_kw, str(err)) from None
+    from psro.loop import INIT_MEMBERS
+
+    _check(
+        p.init_members in INIT_MEMBERS,
+        "psro.init_members",
+        p.init_members,
+        f"one of {', '.join(INIT_MEMBERS)}",
+    )
+    if p.init_members == "self_play":
+        if cfg.game.kind != "network":
+            raise ConfigError(
+                "game.kind", cfg.game.kind, "init_members=self_play trains a network: use network"
+            )
+        ikw = dict(p.init_kwargs)
+        ikw.setdefault("hidden", cfg.game.hidden)
+        try:
+            oracles.check_self_play_settings(ikw)
+        except (TypeError, ValueError) as err:
+            raise ConfigError("psro.init_kwargs", dict(p.init_kwargs), str(err)) from None
+    elif p.init_kwargs:
+        raise ConfigError(
+            "psro.init_kwargs", dict(p.init_kwargs), "only used with psro.init_members=self_play"
+        )
     if p.oracle == "exact" and cfg.game.kind != "matrix":
         raise ConfigError(
             "game.kind", cfg.game.kind, "the exact oracle needs a matrix game: use game.kind=matrix"
@@ -429,6 +458,12 @@ def psro_config(cfg: ExperimentConfig):
             episodes=p.episodes,
             jit_solver=p.jit_solver,
             symmetric=p.symmetric,
+            init_members=p.init_members,
+            init_kwargs=(
+                {"hidden": cfg.game.hidden, **p.init_kwargs}
+                if p.init_members == "self_play"
+                else {}
+            ),
         )
     except solvers.UnknownHyperparameterError as err:
         m = re.search(r"no hyperparameter '([^']+)'", str(err))

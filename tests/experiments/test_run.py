@@ -120,6 +120,9 @@ BAD = [
     ),
     (["seed=4294967296"], "seed", r"must be in \[0, 2\*\*32 - 1\]"),
     (["psro.iterations"], "psro.iterations", "dotted.key=value"),
+    (["psro.init_members=best"], "psro.init_members", "one of random, self_play"),
+    (["psro.init_members=self_play"], "game.kind", "init_members=self_play trains a network"),
+    (["psro.init_kwargs={total_updates: 3}"], "psro.init_kwargs", "only used with"),
 ]
 
 
