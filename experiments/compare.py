@@ -142,6 +142,31 @@ def build(spec: dict) -> tuple[PSROGame, list[Variant]]:
 
 
 # ------------------------------------------------------------------------------ cross-play
+_KERNELS: dict = {}
+
+
+def _crossplay_kernel(game: PSROGame, episodes: int):
+    """One compiled program per (game, episodes), reused for every pair of runs and seed (the
+    populations are arguments, not constants: a new closure per call would recompile)."""
+    cache_key = (id(game), episodes)
+    if cache_key in _KERNELS and _KERNELS[cache_key][0] is game:
+        return _KERNELS[cache_key][1]
+    env, agents = game.env, game.env.agents
+    policies = {a: game.policy(i) for i, a in enumerate(agents)}
+
+    def play(pop0, pop1, pair, k):
+        pp = {agents[0]: mpop.population_get(pop0, pair[0]),
+              agents[1]: mpop.population_get(pop1, pair[1])}  # fmt: skip
+        out = rollout.run_episodes(env, game.env_params, policies, pp, k, episodes)
+        ret = {a: (out.returns[a].mean(), out.returns[a].var()) for a in agents}
+        ev = {n: {a: out.events[n][a].mean() for a in agents} for n in out.events}
+        return ret, ev
+
+    fn = jax.jit(jax.vmap(play, in_axes=(None, None, 0, 0)))
+    _KERNELS[cache_key] = (game, fn)
+    return fn
+
+
 def crossplay(
     game: PSROGame,
     state_a: PSROState,
@@ -154,23 +179,14 @@ def crossplay(
     Returns the expected return of each agent and the expected event counts per episode, and the
     return variance (law of total variance over member pairs), weighted by the meta-strategies.
     """
-    env, agents = game.env, game.env.agents
+    agents = game.env.agents
     pop0, pop1 = state_a.populations[0], state_b.populations[1]
     s0, s1 = state_a.meta_strategy[0], state_b.meta_strategy[1]
     cap = s0.shape[0]
     pairs = jnp.stack(jnp.meshgrid(jnp.arange(cap), jnp.arange(cap), indexing="ij"), -1)
     pairs = pairs.reshape(-1, 2)
-    policies = {a: game.policy(i) for i, a in enumerate(agents)}
-
-    def play(pair, k):
-        pp = {agents[0]: mpop.population_get(pop0, pair[0]),
-              agents[1]: mpop.population_get(pop1, pair[1])}  # fmt: skip
-        out = rollout.run_episodes(env, game.env_params, policies, pp, k, episodes)
-        ret = {a: (out.returns[a].mean(), out.returns[a].var()) for a in agents}
-        ev = {n: {a: out.events[n][a].mean() for a in agents} for n in out.events}
-        return ret, ev
-
-    ret, ev = jax.jit(jax.vmap(play))(pairs, jax.random.split(key, pairs.shape[0]))
+    kernel = _crossplay_kernel(game, episodes)
+    ret, ev = kernel(pop0, pop1, pairs, jax.random.split(key, pairs.shape[0]))
     w = np.asarray((s0[:, None] * s1[None, :]).reshape(-1), np.float64)
     out: dict[str, float] = {}
     for a in agents:
