@@ -44,6 +44,10 @@ for envs that render).
 Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tables),
 ``compare.png`` (bars with confidence intervals, and the cross-play matrix) and any strips into
 ``OUT/compare-<name>-<timestamp>/``.
+
+``compare.json``'s ``per_seed`` entries also hold each seed's final empirical meta-game
+(``metagame/mean``, ``metagame/var``, ``metagame/count``, ``metagame/<event>``: nested lists
+``(players, K, ..., K)``), to see which members the meta-solvers had to choose from.
 """
 
 from __future__ import annotations
@@ -212,6 +216,23 @@ def report_names(spec: dict) -> list[str]:
     return names
 
 
+def _metagame_tables(state: PSROState) -> dict:
+    """One seed's empirical meta-game as nested lists (for ``compare.json``'s ``per_seed``):
+    ``metagame/mean`` (players, K, ..., K), ``metagame/var``, ``metagame/count`` and
+    ``metagame/<event>`` for each event table (e.g. ``metagame/event/crashed``)."""
+    from psro import metagame as mmeta
+
+    mg = state.metagame
+    out = {
+        "metagame/mean": np.asarray(mg.mean).round(4).tolist(),
+        "metagame/var": np.asarray(mmeta.variances(mg)).round(4).tolist(),
+        "metagame/count": np.asarray(mg.count).tolist(),
+    }
+    for name, table in mg.events.items():
+        out[f"metagame/{name}"] = np.asarray(table).round(4).tolist()
+    return out
+
+
 def add_per_step(values: dict, events: list[str], horizon: int, agents) -> dict:
     """``values`` with ``per_step/<f>/<agent> = event/<f>/<agent> / horizon`` for ``events``."""
     out = dict(values)
@@ -316,7 +337,8 @@ def run_comparison(
         timings[variant.name] = time.perf_counter() - t0
         finals[variant.name] = [psro.seed_state(state, s) for s in range(seeds)]
         per_seed[variant.name] = [
-            metrics.iteration_metrics(psro, st) for st in finals[variant.name]
+            {**metrics.iteration_metrics(psro, st), **_metagame_tables(st)}
+            for st in finals[variant.name]
         ]
     bar.close()
 
