@@ -7,7 +7,9 @@ apart) and timed with ``block_until_ready``. Each part adds only its anchor.
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import time
 
 import jax
@@ -91,3 +93,85 @@ class JaxSide:
 
     def rate(self, seconds: float) -> float:
         return self.num_envs * self.num_steps / seconds
+
+
+def sweep(
+    env, params, batches, total_steps: int, repeats: int
+) -> tuple[list[JaxSide], list[float]]:
+    """Every batch size compiled and timed (median of ``repeats`` calls): ``(sides, rates)``."""
+    sides, rates = [], []
+    for b in batches:
+        side = JaxSide(env, params, b, total_steps)
+        sides.append(side)
+        rates.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
+    return sides, rates
+
+
+def alternate(best: JaxSide, anchor, repeats: int) -> tuple[list[float], list[float]]:
+    """The best batch and the anchor (``time_once()``; None: skipped) timed in alternation, so a
+    change in the machine's load hits both sides of the ratio alike: ``(t_jax, t_anchor)``."""
+    t_jax, t_anchor = [], []
+    for _ in range(repeats):
+        if anchor is not None:
+            t_anchor.append(anchor.time_once())
+        t_jax.append(best.time_once())
+    return t_jax, t_anchor
+
+
+def row_maker(part: str, anchor_name: str, mach: str):
+    """``row(case, value, unit, anchor_value=None, **extra)`` -> one result row of ``part``."""
+
+    def row(case, value, unit, anchor_value=None, **extra):
+        return {
+            "part": part,
+            "case": case,
+            "value": value,
+            "unit": unit,
+            "anchor": anchor_name if anchor_value else None,
+            "anchor_value": anchor_value,
+            "ratio": value / anchor_value if anchor_value else None,
+            "machine": mach,
+            **extra,
+        }
+
+    return row
+
+
+def sweep_rows(row, sides: list[JaxSide], rates: list[float], anchor_value, repeats: int):
+    """One row per batch size of the sweep."""
+    return [
+        row(
+            f"jax vmap+scan, B={side.num_envs} (sweep)",
+            rate,
+            "env-steps/s",
+            anchor_value,
+            num_envs=side.num_envs,
+            num_steps=side.num_steps,
+            compile_s=side.compile_s,
+            repeats=repeats,
+        )
+        for side, rate in zip(sides, rates, strict=True)
+    ]
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+    return str(x)
+
+
+def main(part: str, run, description: str, argv=None) -> None:
+    """The command line of an env part: ``--quick``, then a plain table of its rows."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
+    args = parser.parse_args(argv)
+    rows = run(quick=args.quick)
+    print(f"{part} -- {rows[0]['machine']}")
+    print(f"{'case':<44} {'value':>14} {'unit':<12} {'anchor':>10} {'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['case']:<44} {_fmt(r['value']):>14} {r['unit']:<12} "
+            f"{_fmt(r['anchor_value']):>10} {_fmt(r['ratio']) + ('x' if r['ratio'] else ''):>8}"
+        )

@@ -17,7 +17,6 @@ what a PettingZoo user gets. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -25,7 +24,8 @@ import jax
 import numpy as np
 
 import envs
-from experiments.benchmarks.env_throughput import JaxSide, machine
+from experiments.benchmarks import env_throughput
+from experiments.benchmarks.env_throughput import alternate, machine, row_maker, sweep, sweep_rows
 
 PART = "env_trust_dilemma"
 ANCHOR = "PettingZoo loop (envs.to_pettingzoo)"
@@ -72,31 +72,12 @@ def run(quick: bool = False) -> list[dict]:
             batches, total = (*batches, 262144, 1048576), 1 << 24
     mach = machine()
     anchor = _PettingZooSide(pz_steps)
-    sides, sweep = [], []
-    for b in batches:
-        side = JaxSide(env, params, b, total)
-        sides.append(side)
-        sweep.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
-    best = sides[int(np.argmax(sweep))]
-    t_jax, t_pz = [], []
-    for _ in range(repeats):
-        t_pz.append(anchor.time_once())
-        t_jax.append(best.time_once())
+    sides, rates = sweep(env, params, batches, total, repeats)
+    best = sides[int(np.argmax(rates))]
+    t_jax, t_pz = alternate(best, anchor, repeats)
     a_val = pz_steps / statistics.median(t_pz)
     best_val = best.rate(statistics.median(t_jax))
-
-    def row(case, value, unit, anchor_value=None, **extra):
-        return {
-            "part": PART,
-            "case": case,
-            "value": value,
-            "unit": unit,
-            "anchor": ANCHOR if anchor_value else None,
-            "anchor_value": anchor_value,
-            "ratio": value / anchor_value if anchor_value else None,
-            "machine": mach,
-            **extra,
-        }
+    row = row_maker(PART, ANCHOR, mach)
 
     shape = {"num_envs": best.num_envs, "num_steps": best.num_steps, "repeats": repeats}
     rows = [
@@ -111,42 +92,12 @@ def run(quick: bool = False) -> list[dict]:
         row(f"jax compile (B={best.num_envs}, T={best.num_steps})", best.compile_s, "s", **shape),
         row("pettingzoo loop (anchor)", a_val, "env-steps/s", steps=pz_steps, repeats=repeats),
     ]
-    for side, rate in zip(sides, sweep, strict=True):
-        rows.append(
-            row(
-                f"jax vmap+scan, B={side.num_envs} (sweep)",
-                rate,
-                "env-steps/s",
-                a_val,
-                num_envs=side.num_envs,
-                num_steps=side.num_steps,
-                compile_s=side.compile_s,
-                repeats=repeats,
-            )
-        )
+    rows += sweep_rows(row, sides, rates, a_val, repeats)
     return rows
 
 
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
-    return str(x)
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
-    args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
-    print(f"{PART} -- {rows[0]['machine']}")
-    print(f"{'case':<44} {'value':>14} {'unit':<12} {'anchor':>10} {'ratio':>8}")
-    for r in rows:
-        print(
-            f"{r['case']:<44} {_fmt(r['value']):>14} {r['unit']:<12} "
-            f"{_fmt(r['anchor_value']):>10} {_fmt(r['ratio']) + ('x' if r['ratio'] else ''):>8}"
-        )
+    env_throughput.main(PART, run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ vehicles, pairs for the collision test and sub-steps per decision.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 import warnings
@@ -34,7 +33,8 @@ import jax
 import numpy as np
 
 import envs
-from experiments.benchmarks.env_throughput import JaxSide, machine
+from experiments.benchmarks import env_throughput
+from experiments.benchmarks.env_throughput import alternate, machine, row_maker, sweep, sweep_rows
 
 PART = "env_two_way"
 ANCHOR = "highway-env two-way-v0, one env, random actions (15 Hz / 1 Hz)"
@@ -104,32 +104,12 @@ def run(quick: bool = False) -> list[dict]:
             None,
             f"highway-env not installed ({err}); pip install 'rae-psro[highway]'",
         )
-    sides, sweep = [], []
-    for b in batches:
-        side = JaxSide(env, params, b, total)
-        sides.append(side)
-        sweep.append(side.rate(statistics.median(side.time_once() for _ in range(repeats))))
-    best = sides[int(np.argmax(sweep))]
-    t_jax, t_hw = [], []
-    for _ in range(repeats):
-        if anchor is not None:
-            t_hw.append(anchor.time_once())
-        t_jax.append(best.time_once())
+    sides, rates = sweep(env, params, batches, total, repeats)
+    best = sides[int(np.argmax(rates))]
+    t_jax, t_hw = alternate(best, anchor, repeats)
     a_val = hw_steps / statistics.median(t_hw) if anchor is not None else None
     best_val = best.rate(statistics.median(t_jax))
-
-    def row(case, value, unit, anchor_value=None, **extra):
-        return {
-            "part": PART,
-            "case": case,
-            "value": value,
-            "unit": unit,
-            "anchor": ANCHOR if anchor_value else None,
-            "anchor_value": anchor_value,
-            "ratio": value / anchor_value if anchor_value else None,
-            "machine": mach,
-            **extra,
-        }
+    row = row_maker(PART, ANCHOR, mach)
 
     shape = {"num_envs": best.num_envs, "num_steps": best.num_steps, "repeats": repeats}
     note = (
@@ -164,42 +144,12 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(
             row("highway-env two-way-v0 (anchor)", float("nan"), "env-steps/s", note=missing)
         )
-    for side, rate in zip(sides, sweep, strict=True):
-        rows.append(
-            row(
-                f"jax vmap+scan, B={side.num_envs} (sweep)",
-                rate,
-                "env-steps/s",
-                a_val,
-                num_envs=side.num_envs,
-                num_steps=side.num_steps,
-                compile_s=side.compile_s,
-                repeats=repeats,
-            )
-        )
+    rows += sweep_rows(row, sides, rates, a_val, repeats)
     return rows
 
 
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
-    return str(x)
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer batch sizes and repeats")
-    args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
-    print(f"{PART} -- {rows[0]['machine']}")
-    print(f"{'case':<44} {'value':>14} {'unit':<12} {'anchor':>10} {'ratio':>8}")
-    for r in rows:
-        print(
-            f"{r['case']:<44} {_fmt(r['value']):>14} {r['unit']:<12} "
-            f"{_fmt(r['anchor_value']):>10} {_fmt(r['ratio']) + ('x' if r['ratio'] else ''):>8}"
-        )
+    env_throughput.main(PART, run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
