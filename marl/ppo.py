@@ -646,13 +646,19 @@ class PPO:
         Every call starts new episodes (lanes are reset, opponents drawn from
         ``opponent_probs``); params, optimiser state and mu carry over in ``state``.
         """
+        return self._train(state, env_params, lambda _: opponents, opponent_probs, gamma_risk)
+
+    def _train(self, state, env_params, opponents_of, opponent_probs, gamma_risk):
+        """The update scan of ``train``; ``opponents_of(params)`` gives each update's opponents
+        (fixed ones for a best response, the learner's own params for self-play)."""
         self._gamma_risk(gamma_risk)  # validate before tracing the loop
         key, k_lanes = jax.random.split(state.key)
-        carry = self.reset_lanes(k_lanes, env_params, opponents, opponent_probs)
+        carry = self.reset_lanes(k_lanes, env_params, opponents_of(state.params), opponent_probs)
         state = state.replace(key=key)
 
         def body(c, _):
             s, lanes = c
+            opponents = opponents_of(s.params)
             s, lanes, m = self.update(s, lanes, env_params, opponents, opponent_probs, gamma_risk)
             return (s, lanes), m
 
@@ -699,7 +705,6 @@ class PPO:
                     f"observation {o.shape} and {act}, the learner ({self.obs_dim},) and "
                     f"Discrete({self.num_actions})"
                 )
-        self._gamma_risk(gamma_risk)
         probs = {a: jnp.ones((1,), jnp.float32) for a in self.opponents}
 
         def mirror(params):
@@ -707,18 +712,7 @@ class PPO:
             return {a: pop for a in self.opponents}
 
         state = self.init(key, init_params)
-        key, k_lanes = jax.random.split(state.key)
-        carry = self.reset_lanes(k_lanes, env_params, mirror(state.params), probs)
-        state = state.replace(key=key)
-
-        def body(c, _):
-            s, lanes = c
-            s, lanes, m = self.update(s, lanes, env_params, mirror(s.params), probs, gamma_risk)
-            return (s, lanes), m
-
-        (state, _), metrics = jax.lax.scan(
-            body, (state, carry), None, length=self.config.total_updates
-        )
+        state, metrics = self._train(state, env_params, mirror, probs, gamma_risk)
         return state.params, metrics
 
     # ------------------------------------------------------------------------------ evaluation
