@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import sys
 import time
@@ -41,27 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from marl.checkpoint import atomic_write_text
-
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
+from experiments.run import atomic_write_json, jsonable
 
 
 def _parse_value(text: str) -> Any:
@@ -172,7 +151,7 @@ def run(argv: Sequence[str] | None = None) -> Path:
 
     run_dir = _new_run_dir(Path(args.out), args.name)
     env_cfg = host.adapter.env.config
-    _write_json(
+    atomic_write_json(
         run_dir / "config.json",
         {
             "args": vars(args),
@@ -196,14 +175,14 @@ def run(argv: Sequence[str] | None = None) -> Path:
     t_start = time.perf_counter()
     state = host.init(jax.random.key(args.seed))
     history = [dict(host.metrics(state), elapsed_s=time.perf_counter() - t_start)]
-    _write_json(run_dir / "metrics.json", history)
+    atomic_write_json(run_dir / "metrics.json", history)
     export_metagame(run_dir, host, state)
     for _ in range(args.iterations):
         state, info = host.step_with_info(state)
         m = host.metrics(state, info)
         m["elapsed_s"] = time.perf_counter() - t_start
         history.append(m)
-        _write_json(run_dir / "metrics.json", history)
+        atomic_write_json(run_dir / "metrics.json", history)
         export_metagame(run_dir, host, state)
         _say(_line(m, host.agents))
     wall = time.perf_counter() - t_start
@@ -222,9 +201,9 @@ def run(argv: Sequence[str] | None = None) -> Path:
             {a: h.get(f"event/crashed/{a}") for a in host.agents} for h in history
         ],
     }
-    _write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "summary.json", summary)
     print((run_dir / "metagame.txt").read_text())
-    print(json.dumps(_jsonable(summary), indent=1))
+    print(json.dumps(jsonable(summary), indent=1))
     print(f"run folder: {run_dir} ({wall:.1f} s)")
     return run_dir
 

@@ -76,14 +76,14 @@ CHECKPOINTS, QUARANTINE = "checkpoints", "checkpoints-unusable"
 
 
 # ------------------------------------------------------------------------------------- files
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """Plain JSON values: numpy/jax scalars and arrays converted, NaN and inf as null."""
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray | jax.Array):
-        return _jsonable(np.asarray(x).tolist())
+        return jsonable(np.asarray(x).tolist())
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -92,11 +92,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=1) + "\n")
 
 
 def _append_line(path: Path, obj: Any) -> None:
-    line = json.dumps(_jsonable(obj), allow_nan=False) + "\n"
+    line = json.dumps(jsonable(obj), allow_nan=False) + "\n"
     with open(path, "a") as f:
         f.write(line)
         f.flush()
