@@ -73,6 +73,7 @@ name, wrapped for PettingZoo with ``envs.to_pettingzoo("coin_guess")``, and trai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
@@ -146,6 +147,19 @@ class MultiAgentEnv:
     def render(self, state: EnvState, params: EnvParams) -> np.ndarray:
         """A top-down RGB frame ``(H, W, 3)`` uint8 of ``state`` (host-side, numpy)."""
         raise NotImplementedError(f"{type(self).__name__} does not render")
+
+    def scripted_policies(
+        self,
+    ) -> dict[str, Callable[[EnvParams, jax.Array, jax.Array], jax.Array]]:
+        """Named hand-written policies of the game (optional; none by default).
+
+        Each is ``policy(params, obs, key) -> action`` for one agent's unbatched observation, with
+        the game's ``params`` in the place of network parameters, so it runs in ``marl.rollout``
+        as any other policy (pass ``params`` as its policy params). They serve as baselines and
+        as teachers: ``psro.loop.PSROConfig(init_members="imitation")`` seeds the populations
+        with a network cloned from one (``marl.imitation``).
+        """
+        return {}
 
     # ----------------------------------------------------------------- the plumbing
     @property

@@ -350,6 +350,19 @@ def rectangles_overlap(
 
 
 # ----------------------------------------------------------------------------- the game
+def yield_policy(params: TwoWayParams, obs: jax.Array, key: jax.Array) -> jax.Array:
+    """The scripted yielder (``TwoWay.scripted_policies()["yield"]``): ``(params, obs, key) ->
+    action``, from the player's own Kinematics row (own frame, scaled as ``_observe``)."""
+    del key
+    obs = jnp.reshape(obs, (-1,))
+    y = obs[2] * 2.0 * params.lane_width  # own lane's centre at lane_width, the other's at 0
+    speed = obs[3] * OBS_V_RANGE
+    mid = 0.5 * (params.target_speed_low + params.target_speed_high)
+    halfway = 0.5 * (params.target_speed_low + mid)  # nearer the lowest cruise level: stop
+    action = jnp.where(speed > halfway, SLOWER, IDLE)
+    return jnp.where(y < 0.75 * params.lane_width, LANE_RIGHT, action).astype(jnp.int32)
+
+
 class TwoWay(MultiAgentEnv):
     """Two-way overtaking, a two-player driving game of chicken (see the module docstring).
 
@@ -426,6 +439,16 @@ class TwoWay(MultiAgentEnv):
 
     def action_space(self, agent):
         return spaces.Discrete(5)
+
+    def scripted_policies(self):
+        """``{"yield": ...}``: the cautious convention, read off the observation alone.
+
+        ``yield`` steers back into its own lane whenever its centre is more than a quarter lane
+        off it, else slows to the lowest cruise level (``target_speed_low``, 20 m/s) and idles:
+        it drops behind its slower traffic and never overtakes. With ``traffic_speed_std=1`` (no
+        traffic car slower than 20 m/s) two yielders never crash.
+        """
+        return {"yield": yield_policy}
 
     def reset_env(self, key, params):
         k, m = self.cars_ahead, self.cars_oncoming

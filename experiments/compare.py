@@ -137,8 +137,15 @@ def build(spec: dict) -> tuple[PSROGame, list[Variant]]:
         oracle_kwargs = {**base_oracle, **(v.pop("oracle_kwargs", {}) or {})}
         if "hidden" not in oracle_kwargs and base.get("oracle", "exact") == "ppo":
             oracle_kwargs["hidden"] = game_spec.get("hidden", 64)
+        merged = {**base, **v, "oracle_kwargs": oracle_kwargs}
+        if merged.get("init_members", "random") != "random":  # the seeded member's width
+            merged["init_kwargs"] = {
+                "hidden": game_spec.get("hidden", 64),
+                **(merged.get("init_kwargs") or {}),
+            }
         try:
-            cfg = PSROConfig(**{**base, **v, "oracle_kwargs": oracle_kwargs})
+            cfg = PSROConfig(**merged)
+            PSRO(game, cfg)  # the checks that need the game (no compilation)
         except TypeError as err:
             raise ValueError(f"compare spec: variants.{name}: {err}") from None
         variants.append(Variant(name, cfg))

@@ -30,7 +30,8 @@ Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``):
       jit_solver: true
       symmetric: false         # one shared population (symmetric two-player games)
       init_members: random     # random | self_play (adds a prosocial self-play convention)
-      init_kwargs: {}          # PPOConfig fields of the self-play run (init_members=self_play)
+                               # | imitation (adds a clone of one of the env's scripted policies)
+      init_kwargs: {}          # self_play: PPOConfig fields; imitation: policy + ImitationConfig
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
     run:
@@ -158,8 +159,8 @@ class PSROSection:
     @property
     def slots(self) -> int:
         """The population capacity actually used (``capacity``, or ``iterations + 1`` plus one
-        for a self-play initial member)."""
-        initial = 2 if self.init_members == "self_play" else 1
+        for a seeded initial member: self-play or imitation)."""
+        initial = 1 if self.init_members == "random" else 2
         return self.capacity if self.capacity is not None else self.iterations + initial
 
 
@@ -429,20 +430,29 @@ def psro_config(cfg: ExperimentConfig):
         p.init_members,
         f"one of {', '.join(INIT_MEMBERS)}",
     )
-    if p.init_members == "self_play":
+    if p.init_members != "random":
         if cfg.game.kind != "network":
             raise ConfigError(
-                "game.kind", cfg.game.kind, "init_members=self_play trains a network: use network"
+                "game.kind",
+                cfg.game.kind,
+                f"init_members={p.init_members} trains a network: use network",
             )
         ikw = dict(p.init_kwargs)
         ikw.setdefault("hidden", cfg.game.hidden)
+        check = (
+            oracles.check_self_play_settings
+            if p.init_members == "self_play"
+            else oracles.check_imitation_settings
+        )
         try:
-            oracles.check_self_play_settings(ikw)
+            check(ikw)
         except (TypeError, ValueError) as err:
             raise ConfigError("psro.init_kwargs", dict(p.init_kwargs), str(err)) from None
     elif p.init_kwargs:
         raise ConfigError(
-            "psro.init_kwargs", dict(p.init_kwargs), "only used with psro.init_members=self_play"
+            "psro.init_kwargs",
+            dict(p.init_kwargs),
+            "only used with psro.init_members=self_play or imitation",
         )
     if p.oracle == "exact" and cfg.game.kind != "matrix":
         raise ConfigError(
@@ -460,9 +470,7 @@ def psro_config(cfg: ExperimentConfig):
             symmetric=p.symmetric,
             init_members=p.init_members,
             init_kwargs=(
-                {"hidden": cfg.game.hidden, **p.init_kwargs}
-                if p.init_members == "self_play"
-                else {}
+                {"hidden": cfg.game.hidden, **p.init_kwargs} if p.init_members != "random" else {}
             ),
         )
     except solvers.UnknownHyperparameterError as err:
@@ -500,6 +508,10 @@ def build(cfg: ExperimentConfig):
     try:
         return game, PSRO(game, pcfg)
     except (TypeError, ValueError) as err:
+        if "scripted policy" in str(err):
+            raise ConfigError(
+                "psro.init_kwargs.policy", cfg.psro.init_kwargs.get("policy"), str(err)
+            ) from None
         key = "psro.symmetric" if cfg.psro.symmetric else "psro"
         raise ConfigError(
             key, cfg.psro.symmetric if cfg.psro.symmetric else _NO_VALUE, str(err)

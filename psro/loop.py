@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs.core import EnvParams, MultiAgentEnv
+from marl import imitation as mimitation
 from marl import population as mpop
 from marl import rollout
 from psro import metagame as mgame
@@ -67,7 +68,7 @@ class PSROGame:
         return self.policy_fn
 
 
-INIT_MEMBERS = ("random", "self_play")
+INIT_MEMBERS = ("random", "self_play", "imitation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,10 @@ class PSROConfig:
     # added before the first iteration, the same for every player: a network trained by PPO
     # self-play (``psro.oracles.self_play_member``; ``init_kwargs`` are its PPOConfig fields,
     # e.g. ``prosocial=1.0`` for Peysakhovich & Lerer's trusting convention in a stag hunt).
+    # "imitation": the second member is a network cloned from one of the env's scripted policies
+    # (``psro.oracles.imitation_member``; ``init_kwargs``: ``policy`` -- its name in
+    # ``env.scripted_policies()`` -- and ``marl.imitation.ImitationConfig`` fields), e.g. the
+    # cautious driver of two_way that PPO best responses never find by themselves.
     init_members: str = "random"
     init_kwargs: dict = dataclasses.field(default_factory=dict)
 
@@ -111,10 +116,31 @@ class PSROConfig:
                 f"{', '.join(INIT_MEMBERS)}"
             )
         if self.init_members == "random" and self.init_kwargs:
-            raise ValueError("init_kwargs are only used with init_members='self_play'")
+            raise ValueError("init_kwargs are not used with init_members='random'")
         if self.init_members == "self_play":
             oracles.check_self_play_settings(self.init_kwargs)
+        if self.init_members == "imitation":
+            oracles.check_imitation_settings(self.init_kwargs)
         solvers.registry._check_hypers(self.solver, solvers.get(self.solver), self.solver_kwargs)
+
+
+def _check_imitation(game: PSROGame, settings: dict) -> None:
+    """The named scripted policy exists and its clone has the shape of the game's members."""
+    mimitation.scripted_policy(game.env, settings["policy"])  # names the known ones if not
+    key = jax.random.key(0)
+    clone = jax.eval_shape(lambda k: oracles.imitation_member(k, game, **settings), key)
+    for i in range(game.env.num_agents):
+        member = jax.eval_shape(lambda k, i=i: game.member_init(k, i), key)
+        if jax.tree.structure(clone) != jax.tree.structure(member) or any(
+            a.shape != b.shape
+            for a, b in zip(jax.tree.leaves(clone), jax.tree.leaves(member), strict=True)
+        ):
+            raise ValueError(
+                "init_members='imitation' clones a marl.networks actor-critic of "
+                f"hidden={settings.get('hidden', mimitation.ImitationConfig.hidden)}, which does "
+                f"not match player {i}'s members (use a network_game and set init_kwargs.hidden "
+                "to its width)"
+            )
 
 
 @struct.dataclass
@@ -163,6 +189,8 @@ class PSRO:
         self.n = game.env.num_agents
         if config.symmetric:
             _check_symmetric(game.env)
+        if config.init_members == "imitation":
+            _check_imitation(game, config.init_kwargs)
         self._oracle = oracles.get(config.oracle)
         self._solver = solvers.get(config.solver)
 
@@ -240,15 +268,18 @@ class PSRO:
             key = jax.random.split(key, self.num_seeds)
         state = self._jit_init(key)
         state = self._jit_eval(state)
-        if self.config.init_members == "self_play":
+        if self.config.init_members != "random":
             new, key = self._jit_seed(state)
             state = self._jit_eval(self._jit_add(state, new, key))
         return self._jit_solve(state)
 
     def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
-        """The self-play member, shared by every player (one training run)."""
+        """The seeded second member (self-play or imitation), shared by every player."""
         key, sub = jax.random.split(state.key)
-        member = oracles.self_play_member(sub, self.game, **self.config.init_kwargs)
+        if self.config.init_members == "imitation":
+            member = oracles.imitation_member(sub, self.game, **self.config.init_kwargs)
+        else:
+            member = oracles.self_play_member(sub, self.game, **self.config.init_kwargs)
         return tuple(member for _ in range(self.n)), key
 
     def _init_state(self, key: jax.Array) -> PSROState:

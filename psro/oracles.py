@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from marl import imitation as mimitation
 from marl import population as mpop
 from marl import ppo as mppo
 
@@ -284,6 +285,36 @@ def self_play_member(key, game, **ppo_kwargs):
     )
     params, _ = trainer.run_self_play(key, game.env_params)
     return params
+
+
+def check_imitation_settings(settings: dict) -> None:
+    """Reject bad ``imitation_member`` settings (host-side, before any work): ``policy`` (the
+    name of one of the env's scripted policies) is required, the rest are
+    ``marl.imitation.ImitationConfig`` fields."""
+    if "policy" not in settings:
+        raise ValueError(
+            "imitation init: 'policy' is required (the name of one of the env's "
+            "scripted_policies())"
+        )
+    if not isinstance(settings["policy"], str):
+        raise ValueError(f"imitation init: policy must be a str, got {settings['policy']!r}")
+    unknown = sorted(set(settings) - mimitation.FIELDS - {"policy"})
+    if unknown:
+        raise ValueError(
+            f"imitation init: unknown setting {unknown[0]!r}; allowed: policy, "
+            f"{', '.join(sorted(mimitation.FIELDS))}"
+        )
+    mimitation.ImitationConfig(**{k: v for k, v in settings.items() if k != "policy"})
+
+
+def imitation_member(key, game, policy: str, **imitation_kwargs):
+    """A network cloned from the game's scripted policy ``policy`` (``marl.imitation.clone``),
+    shared by all players: a hand-written convention (e.g. two_way's ``"yield"``) as an initial
+    member. ``imitation_kwargs`` are ``marl.imitation.ImitationConfig`` fields; ``hidden`` must be
+    the members' width. Pure and jittable."""
+    teacher = mimitation.scripted_policy(game.env, policy)
+    config = mimitation.ImitationConfig(**imitation_kwargs)
+    return mimitation.clone(key, game.env, game.env_params, teacher, config)
 
 
 register("exact", exact_oracle)

@@ -120,8 +120,19 @@ BAD = [
     ),
     (["seed=4294967296"], "seed", r"must be in \[0, 2\*\*32 - 1\]"),
     (["psro.iterations"], "psro.iterations", "dotted.key=value"),
-    (["psro.init_members=best"], "psro.init_members", "one of random, self_play"),
+    (["psro.init_members=best"], "psro.init_members", "one of random, self_play, imitation"),
     (["psro.init_members=self_play"], "game.kind", "init_members=self_play trains a network"),
+    (["psro.init_members=imitation"], "game.kind", "init_members=imitation trains a network"),
+    (
+        [
+            "psro.init_members=imitation",
+            "game.kind=network",
+            "psro.oracle=ppo",
+            "psro.init_kwargs={epochs: 2}",
+        ],
+        "psro.init_kwargs",
+        "'policy' is required",
+    ),
     (["psro.init_kwargs={total_updates: 3}"], "psro.init_kwargs", "only used with"),
 ]
 
@@ -140,6 +151,20 @@ def test_bad_config_names_the_key_before_any_work(tmp_path, monkeypatch, overrid
         xrun.run_experiment(cfg, overrides)
     assert err.value.key == key
     assert key in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_scripted_policy_names_the_key(tmp_path):
+    cfg = tiny()
+    cfg["env"] = {"name": "two_way"}
+    cfg["game"] = {"kind": "network", "hidden": 8}
+    cfg["psro"].update(oracle="ppo", init_members="imitation", init_kwargs={"policy": "brave"})
+    cfg["run"]["out_dir"] = str(tmp_path / "runs")
+    with pytest.raises(
+        xcfg.ConfigError, match="unknown scripted policy 'brave'.*known: yield"
+    ) as e:
+        xrun.run_experiment(cfg, [])
+    assert e.value.key == "psro.init_kwargs.policy"
     assert not (tmp_path / "runs").exists()
 
 

@@ -341,9 +341,51 @@ def test_self_play_init_member_shared_and_every_profile_evaluated():
 def test_init_members_settings_checked():
     with pytest.raises(ValueError, match="init_members='best'.*random, self_play"):
         PSROConfig(init_members="best")
-    with pytest.raises(ValueError, match="only used with init_members='self_play'"):
+    with pytest.raises(ValueError, match="not used with init_members='random'"):
         PSROConfig(init_kwargs={"total_updates": 3})
     with pytest.raises(ValueError, match="unknown setting 'updates'"):
         PSROConfig(init_members="self_play", init_kwargs={"updates": 3})
     with pytest.raises(ValueError, match="prosocial"):
         PSROConfig(init_members="self_play", init_kwargs={"prosocial": -2.0})
+
+
+def test_imitation_init_member_is_the_scripted_convention():
+    from marl.population import population_get
+    from psro import games
+
+    game = games.network_game("two_way", hidden=16, traffic_speed_std=1.0, crash_reward=-20.0)
+    cfg = PSROConfig(
+        capacity=3,
+        solver="uniform",
+        oracle="ppo",
+        oracle_kwargs={"hidden": 16, "total_updates": 1, "num_envs": 2, "num_steps": 4},
+        episodes=32,
+        init_members="imitation",
+        init_kwargs={"policy": "yield", "hidden": 16, "num_envs": 32, "num_steps": 50},
+    )
+    state = PSRO(game, cfg).init(jax.random.key(0))
+    assert np.asarray(state.counts).tolist() == [2, 2]
+    a, b = (population_get(p, 1) for p in state.populations)
+    jax.tree.map(np.testing.assert_array_equal, a, b)  # one clone shared by both players
+    count = np.asarray(state.metagame.count)
+    assert (count[:2, :2] == 32).all()
+    mean = np.asarray(state.metagame.mean)
+    np.testing.assert_allclose(mean[:, 1, 1], 3.06, atol=0.1)  # the yielders' return, no crash
+    crashed = np.asarray(state.metagame.events["crashed"])  # per-cell event means
+    assert crashed[:, 1, 1].max() == 0.0 and crashed[:, 0, 0].min() > 0.3
+
+
+def test_imitation_settings_checked():
+    from psro import games
+
+    with pytest.raises(ValueError, match="'policy' is required"):
+        PSROConfig(init_members="imitation", init_kwargs={"hidden": 16})
+    with pytest.raises(ValueError, match="unknown setting 'updates'"):
+        PSROConfig(init_members="imitation", init_kwargs={"policy": "yield", "updates": 3})
+    with pytest.raises(ValueError, match="explore"):
+        PSROConfig(init_members="imitation", init_kwargs={"policy": "yield", "explore": 2.0})
+    game = games.network_game("two_way", hidden=16)
+    with pytest.raises(ValueError, match="unknown scripted policy 'brave'.*known: yield"):
+        PSRO(game, PSROConfig(init_members="imitation", init_kwargs={"policy": "brave"}))
+    with pytest.raises(ValueError, match="hidden=64, which does not match player 0"):
+        PSRO(game, PSROConfig(init_members="imitation", init_kwargs={"policy": "yield"}))
