@@ -45,6 +45,14 @@ Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tabl
 ``compare.png`` (bars with confidence intervals, and the cross-play matrix) and any strips into
 ``OUT/compare-<name>-<timestamp>/``.
 
+``eval_episodes: N`` re-evaluates each variant's final meta-strategy on N *fresh* episodes per
+member pair (``heldout`` in compare.json, a second table, and the figure's bars where present).
+The main table comes from the meta-game's own cells -- the very episodes the solver chose on, so
+a solver that prefers low-variance cells is flattered by cells whose few crashes happened not to
+show (a winner's curse); the held-out figures are the honest ones. ``ratios: {metric:
+event/crashed, of: rae}`` reports every other variant's mean of ``metric`` over ``of``'s (held
+out when evaluated) with a bootstrap confidence interval over seeds.
+
 ``compare.json``'s ``per_seed`` entries also hold each seed's final empirical meta-game
 (``metagame/mean``, ``metagame/var``, ``metagame/count``, ``metagame/<event>``: nested lists
 ``(players, K, ..., K)``), to see which members the meta-solvers had to choose from.
@@ -76,7 +84,7 @@ from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
 
 _SPEC_KEYS = {
     "name", "env", "game", "seed", "seeds", "iterations", "psro", "variants", "metrics",
-    "crossplay_episodes", "per_step", "strips", "strip_every",
+    "crossplay_episodes", "per_step", "strips", "strip_every", "eval_episodes", "ratios",
 }  # fmt: skip
 
 
@@ -100,7 +108,7 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> dict:
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
         _fail(unknown[0], spec[unknown[0]], ", ".join(sorted(_SPEC_KEYS)))
-    for key in ("seeds", "iterations", "strip_every"):
+    for key in ("seeds", "iterations", "strip_every", "eval_episodes", "crossplay_episodes"):
         v = spec.get(key, 1)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             _fail(key, v, "a positive integer")
@@ -114,6 +122,16 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> dict:
         _fail("per_step", per_step, "a list of event names, e.g. [event/speed]")
     if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
         _fail("variants", spec.get("variants"), "a non-empty mapping name -> settings")
+    ratios = spec.get("ratios", {})
+    if not isinstance(ratios, dict) or not set(ratios) <= {"metric", "of"}:
+        _fail(
+            "ratios", ratios, "a mapping with keys metric (e.g. event/crashed) and of (a variant)"
+        )
+    if ratios:
+        if not str(ratios.get("metric", "")).startswith(("event/", "return_", "per_step/")):
+            _fail("ratios.metric", ratios.get("metric"), "a reported metric, e.g. event/crashed")
+        if ratios.get("of") not in spec["variants"]:
+            _fail("ratios.of", ratios.get("of"), ", ".join(spec["variants"]))
     kind = spec.get("game", {}).get("kind", "network")
     if kind not in ("network", "matrix"):
         _fail("game.kind", kind, "network, matrix")
@@ -376,9 +394,27 @@ def run_comparison(
                 for s in range(seeds)
             ]
             cross[f"{a}|{b}"] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
+    heldout = {}
+    if spec.get("eval_episodes"):  # fresh episodes: the meta-game's own cells chose the strategy
+        n_eval = spec["eval_episodes"]
+        for name in names:
+            vals = [
+                add_per_step(
+                    crossplay(game, st, st, jax.random.key(5000 + s), n_eval),
+                    per_step,
+                    horizon,
+                    agents,
+                )
+                for s, st in enumerate(finals[name])
+            ]
+            for m, v in zip(per_seed[name], vals, strict=True):
+                m.update({f"heldout/{k}": x for k, x in v.items()})
+            heldout[name] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
     results = {
         "spec": spec,
         "variants": names,
+        "heldout": heldout,
+        "ratios": ratios(spec, per_seed, names, bool(heldout)),
         "seeds": seeds,
         "iterations": iterations,
         "summary": summary,
@@ -406,6 +442,37 @@ def run_comparison(
         }  # fmt: skip
     results["total_wall_clock_s"] = time.perf_counter() - t_start
     return results
+
+
+def ratios(spec: dict, per_seed: dict, names: list[str], heldout: bool) -> dict:
+    """``spec["ratios"]`` = ``{metric, of}``: for every other variant B, B's mean of ``metric``
+    (player 0; held-out when evaluated) over ``of``'s, with a 95% bootstrap interval that
+    resamples each variant's seeds (10,000 resamples, fixed seed). Empty without the key."""
+    want = spec.get("ratios") or {}
+    if not want:
+        return {}
+    prefix = "heldout/" if heldout else ""
+    key = f"{prefix}{want['metric']}/player_0"
+    den = np.asarray([m[key] for m in per_seed[want["of"]]], np.float64)
+    rng = np.random.default_rng(0)
+    boot_den = rng.choice(den, (10_000, den.size)).mean(1)
+    out = {}
+    for name in names:
+        if name == want["of"]:
+            continue
+        num = np.asarray([m[key] for m in per_seed[name]], np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of zeros: inf
+            boot = rng.choice(num, (10_000, num.size)).mean(1) / boot_den
+            ratio = float(np.float64(num.mean()) / den.mean())
+        boot = np.where(np.isnan(boot), np.inf, boot)
+        out[f"{name}/{want['of']}"] = {
+            "metric": key,
+            "ratio": ratio if np.isfinite(ratio) else float("inf"),
+            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "numerator": float(num.mean()),
+            "denominator": float(den.mean()),
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -440,6 +507,29 @@ def markdown(results: dict, metric_names: list[str]) -> str:
             m, h = results["summary"][name].get(f"{c}/{agent}", (float("nan"), 0.0))
             row.append(f"{m:.3g} +/- {h:.2g}")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
+    if results.get("heldout"):
+        hcols = ["return_mean", "return_var", *metric_names]
+        lines += [
+            "",
+            f"Held-out evaluation of the same meta-strategies: {results['spec']['eval_episodes']} "
+            "fresh episodes per member pair, weighted by the meta-strategies (the table above "
+            "uses the meta-game's own episodes, the ones the solver chose on):",
+            "",
+            "| variant | " + " | ".join(hcols) + " |",
+            "|---" * (len(hcols) + 1) + "|",
+        ]
+        for name in names:
+            row = []
+            for c in hcols:
+                m, h = results["heldout"][name].get(f"{c}/{agent}", (float("nan"), 0.0))
+                row.append(f"{m:.3g} +/- {h:.2g}")
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+    for pair, r in (results.get("ratios") or {}).items():
+        lines.append(
+            f"\nRatio {pair} of {r['metric']}: {r['ratio']:.3g} (95% bootstrap CI over seeds "
+            f"[{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]; {r['numerator']:.3g} / "
+            f"{r['denominator']:.3g})"
+        )
     lines += [
         "",
         f"Cross-play: {agent}'s expected return (row: {agent}'s population, "
@@ -492,10 +582,13 @@ def figure(results: dict, metric_names: list[str], path: Path) -> None:
     axes = axes[: len(panels) + 1]
     colors = plt.cm.tab10(np.arange(len(names)))
     for ax, panel in zip(axes[:-1], panels, strict=True):
-        vals = [results["summary"][n].get(f"{panel}/{agent}", (np.nan, 0.0)) for n in names]
+        held = bool(results.get("heldout")) and f"{panel}/{agent}" in results["heldout"][names[0]]
+        table = results["heldout"] if held else results["summary"]
+        vals = [table[n].get(f"{panel}/{agent}", (np.nan, 0.0)) for n in names]
         ax.bar(names, [v[0] for v in vals], yerr=[v[1] for v in vals], color=colors, capsize=4)
         title = panel.replace("event/", "") + " (per episode)" * panel.startswith("event/")
         title = title.replace("per_step/", "") + " (per step)" * panel.startswith("per_step/")
+        title += ", held out" * held
         ax.set_title(title)
         ax.tick_params(axis="x", rotation=30)
     ax = axes[-1]

@@ -110,3 +110,36 @@ def test_strips_skip_envs_that_do_not_render(tmp_path):
     spec = compare.load_spec(_spec(tmp_path))
     game, _ = compare.build(spec)
     assert compare.strips(game, None, tmp_path, "v", episodes=1) == []
+
+
+# ------------------------------------------------------------------ held-out evaluation, ratios
+def test_heldout_evaluation_and_ratio(tmp_path):
+    path = _spec(tmp_path, eval_episodes=64, ratios={"metric": "return_mean", "of": "uniform"})
+    out = compare.main([str(path), "--out", str(tmp_path), "--no-progress"])
+    results = json.loads((out / "compare.json").read_text())
+    held = results["heldout"]
+    assert set(held) == {"prd", "uniform"}
+    # the uniform strategy over the same members: held-out return near the in-sample one
+    m_in, _ = results["summary"]["uniform"]["return_mean/player_0"]
+    m_out, _ = held["uniform"]["return_mean/player_0"]
+    assert abs(m_in - m_out) < 1.0
+    per_seed = results["per_seed"]["prd"]
+    assert all("heldout/return_mean/player_0" in m for m in per_seed)
+    r = results["ratios"]["prd/uniform"]
+    num = sum(m["heldout/return_mean/player_0"] for m in per_seed) / len(per_seed)
+    assert r["numerator"] == pytest.approx(num)
+    assert r["ratio"] == pytest.approx(r["numerator"] / r["denominator"])
+    assert r["ci95"][0] <= r["ci95"][1]
+    text = (out / "compare.md").read_text()
+    assert "Held-out evaluation" in text and "Ratio prd/uniform" in text
+
+
+def test_bad_heldout_and_ratio_specs_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="eval_episodes=0"):
+        compare.load_spec(_spec(tmp_path, eval_episodes=0))
+    with pytest.raises(ValueError, match="ratios.of='nash'.*prd, uniform"):
+        compare.load_spec(_spec(tmp_path, ratios={"metric": "event/crashed", "of": "nash"}))
+    with pytest.raises(ValueError, match="ratios.metric"):
+        compare.load_spec(_spec(tmp_path, ratios={"metric": "crashes", "of": "prd"}))
+    with pytest.raises(ValueError, match="ratios="):
+        compare.load_spec(_spec(tmp_path, ratios={"metric": "event/crashed", "over": "prd"}))
