@@ -32,6 +32,7 @@ Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``):
       init_members: random     # random | self_play (adds a prosocial self-play convention)
                                # | imitation (adds a clone of one of the env's scripted policies)
       init_kwargs: {}          # self_play: PPOConfig fields; imitation: policy + ImitationConfig
+      keep_random: true        # false: the seeded member replaces the random initial one
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
     run:
@@ -153,6 +154,7 @@ class PSROSection:
     symmetric: bool = False
     init_members: str = "random"
     init_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    keep_random: bool = True
     time_budget_s: float | None = None
     gap_threshold: float | None = None
 
@@ -160,7 +162,7 @@ class PSROSection:
     def slots(self) -> int:
         """The population capacity actually used (``capacity``, or ``iterations + 1`` plus one
         for a seeded initial member: self-play or imitation)."""
-        initial = 1 if self.init_members == "random" else 2
+        initial = 1 if self.init_members == "random" or not self.keep_random else 2
         return self.capacity if self.capacity is not None else self.iterations + initial
 
 
@@ -430,6 +432,13 @@ def psro_config(cfg: ExperimentConfig):
         p.init_members,
         f"one of {', '.join(INIT_MEMBERS)}",
     )
+    _check(
+        p.keep_random or p.init_members != "random",
+        "psro.keep_random",
+        p.keep_random,
+        "false needs a seeded member to start from: set psro.init_members to self_play or "
+        "imitation",
+    )
     if p.init_members != "random":
         if cfg.game.kind != "network":
             raise ConfigError(
@@ -469,6 +478,7 @@ def psro_config(cfg: ExperimentConfig):
             jit_solver=p.jit_solver,
             symmetric=p.symmetric,
             init_members=p.init_members,
+            keep_random=p.keep_random,
             init_kwargs=(
                 {"hidden": cfg.game.hidden, **p.init_kwargs} if p.init_members != "random" else {}
             ),

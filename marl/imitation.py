@@ -22,9 +22,11 @@ Example::
     env, params = envs.make("two_way", traffic_speed_std=1.0)
     teacher = env.scripted_policies()["yield"]
     cfg = imitation.ImitationConfig(hidden=32)
-    net = imitation.clone(jax.random.key(0), env, params, teacher, cfg)
-    graphdef = networks.actor_critic_graphdef(25, 5, 32)
-    # imitation.agreement(...) measures how often net's greedy action equals the teacher's
+    net, metrics = imitation.clone(jax.random.key(0), env, params, teacher, cfg,
+                                   with_metrics=True)
+    metrics["accuracy"]              # ~0.99: greedy action == teacher's, explored states included
+    act = networks.greedy_policy_fn(networks.actor_critic_graphdef(25, 5, 32))
+    # ``act(net, obs, None)`` drives like ``teacher(params, obs, None)``
 """
 
 from __future__ import annotations

@@ -93,6 +93,9 @@ class PSROConfig:
     # cautious driver of two_way that PPO best responses never find by themselves.
     init_members: str = "random"
     init_kwargs: dict = dataclasses.field(default_factory=dict)
+    # With a seeded member: keep the randomly initialised one beside it (True, the default), or
+    # let the seeded member replace it and start each population from that convention alone.
+    keep_random: bool = True
 
     def __post_init__(self):
         if not isinstance(self.capacity, int) or self.capacity < 2:
@@ -117,6 +120,13 @@ class PSROConfig:
             )
         if self.init_members == "random" and self.init_kwargs:
             raise ValueError("init_kwargs are not used with init_members='random'")
+        if not isinstance(self.keep_random, bool):
+            raise ValueError(f"keep_random must be a bool, got {self.keep_random!r}")
+        if self.init_members == "random" and not self.keep_random:
+            raise ValueError(
+                "keep_random=False needs a seeded member to start from: set init_members to "
+                "self_play or imitation"
+            )
         if self.init_members == "self_play":
             oracles.check_self_play_settings(self.init_kwargs)
         if self.init_members == "imitation":
@@ -202,6 +212,7 @@ class PSRO:
         self._jit_add = compile_phase(self._add_phase)
         self._jit_eval = compile_phase(self._evaluate_phase)
         self._jit_seed = compile_phase(self._seed_phase)
+        self._jit_replace_first = compile_phase(self._replace_first_phase)
         self._jit_solve = (
             compile_phase(self._solve_phase) if config.jit_solver else self._solve_phase
         )
@@ -260,18 +271,31 @@ class PSRO:
 
     # ------------------------------------------------------------------ driver
     def init(self, key: jax.Array) -> PSROState:
-        """Initial members (one per player), their profile evaluated, the meta-game solved.
+        """Initial members (one per player: random or, with ``keep_random=False``, the seeded
+        one; two with a kept random member and a seeded one), every profile evaluated, the
+        meta-game solved.
 
         With ``num_seeds=S`` the key is split into S run keys and the state has a leading S axis.
         """
         if self.num_seeds is not None:
             key = jax.random.split(key, self.num_seeds)
         state = self._jit_init(key)
+        if self.config.init_members != "random" and not self.config.keep_random:
+            new, key = self._jit_seed(state)
+            return self._jit_solve(self._jit_eval(self._jit_replace_first(state, new, key)))
         state = self._jit_eval(state)
         if self.config.init_members != "random":
             new, key = self._jit_seed(state)
             state = self._jit_eval(self._jit_add(state, new, key))
         return self._jit_solve(state)
+
+    def _replace_first_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
+        """The seeded member in slot 0 in place of the random one (before any evaluation)."""
+        pops = tuple(
+            mpop.population_set(pop, 0, member)
+            for pop, member in zip(state.populations, new, strict=True)
+        )
+        return state.replace(populations=pops, key=key)
 
     def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
         """The seeded second member (self-play or imitation), shared by every player."""

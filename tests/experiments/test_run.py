@@ -123,6 +123,7 @@ BAD = [
     (["psro.init_members=best"], "psro.init_members", "one of random, self_play, imitation"),
     (["psro.init_members=self_play"], "game.kind", "init_members=self_play trains a network"),
     (["psro.init_members=imitation"], "game.kind", "init_members=imitation trains a network"),
+    (["psro.keep_random=false"], "psro.keep_random", "needs a seeded member"),
     (
         [
             "psro.init_members=imitation",

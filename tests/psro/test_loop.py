@@ -349,6 +349,26 @@ def test_init_members_settings_checked():
         PSROConfig(init_members="self_play", init_kwargs={"prosocial": -2.0})
 
 
+def test_imitation_member_can_replace_the_random_one():
+    from psro import games
+
+    game = games.network_game("two_way", hidden=16, traffic_speed_std=1.0, crash_reward=-20.0)
+    cfg = PSROConfig(
+        capacity=2,
+        solver="uniform",
+        episodes=32,
+        init_members="imitation",
+        init_kwargs={"policy": "yield", "hidden": 16, "num_envs": 32, "num_steps": 50},
+        keep_random=False,
+    )
+    state = PSRO(game, cfg).init(jax.random.key(0))
+    assert np.asarray(state.counts).tolist() == [1, 1]
+    np.testing.assert_allclose(np.asarray(state.metagame.mean)[:, 0, 0], 3.06, atol=0.1)
+    assert np.asarray(state.metagame.events["crashed"])[:, 0, 0].max() == 0.0
+    with pytest.raises(ValueError, match="keep_random=False needs a seeded member"):
+        PSROConfig(keep_random=False)
+
+
 def test_imitation_init_member_is_the_scripted_convention():
     from marl.population import population_get
     from psro import games
