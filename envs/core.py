@@ -23,7 +23,8 @@ This base class owns the plumbing that every game would otherwise repeat:
   in ``info["episode_done"]``.
 
 A game implements ``reset_env``, ``step_env``, ``observation_space`` and ``action_space`` (and
-optionally ``render``). A complete new game in a dozen lines::
+optionally ``render``, and ``scripted_policies`` -- named hand-written policies that PSRO can clone
+into an initial member). A complete new game in a dozen lines::
 
     import jax, jax.numpy as jnp
     from flax import struct
