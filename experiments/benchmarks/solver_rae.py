@@ -38,7 +38,10 @@ def _game(kind: str, seed: int, k: int) -> np.ndarray:
 
 def _options(k: int) -> dict:
     # The active-set Newton polish is cheap at any K; at K = 200 one restart of 600 extragradient
-    # steps with 2 snapshots (5 Newton starts) keeps the solve near the 1 s goal.
+    # steps with 2 snapshots (5 Newton starts) keeps the solve near the 1 s goal. The zero-sum
+    # games are solved by that; the general-sum ones mostly by the solver's Nash-start fallback
+    # (pure / Lemke-Howson Nash equilibria continued in gamma), which runs when the extragradient
+    # gap is above ``fallback_gap``.
     if k >= 200:
         return dict(restarts=1, iterations=600, snapshots=2)
     if k >= 50:
