@@ -977,21 +977,30 @@ def _gamma_homotopy(game: _Game, xs, stages: int, steps: int, support: int):
     """Follow an equilibrium from ``gamma = 0`` (a Nash equilibrium) to the game's ``gamma``.
 
     ``gamma_t = t * gamma`` for ``t = 1/stages, ..., 1``; at each stage the active-set Newton
-    method (:func:`_support_newton`, early exit) corrects from the previous stage's point, to a
-    loose tolerance on the way and to rounding level at ``t = 1``. Plain parameter continuation: it
-    can lose the path at a fold (the result is then one more candidate with a larger residual).
+    method (:func:`_support_newton`, early exit) corrects from the previous stage's point or its
+    projected secant prediction, whichever has the smaller residual at the new ``gamma``, to a
+    loose tolerance on the way and to rounding level at ``t = 1``. Parameter continuation: it can
+    lose the path at a fold (the result is then one more candidate with a larger residual). On
+    200x200 general-sum games at gamma = 4 the predictor and more stages help (exact on 5 of 10
+    with 4 plain stages, 6 with the predictor, 7-8 with 8-12 stages).
     """
     dt = xs[0].dtype
     stages = max(1, int(stages))
     ts = jnp.arange(1, stages + 1, dtype=dt) / stages
     ftols = jnp.where(jnp.arange(stages) < stages - 1, 1e-9, 1e-14).astype(dt)
 
-    def stage(ys, tf):
+    def stage(carry, tf):
+        ys, prev = carry
         t, ftol = tf
         g = game._replace(gammas=t * game.gammas)
-        return _support_newton(g, ys, steps=steps, support=support, ftol=ftol), None
+        # Secant predictor (projected), kept only if its residual at the new gamma is smaller.
+        pred = _project_all(g, tuple(2.0 * y - q for y, q in zip(ys, prev, strict=True)))
+        use = _sqnorm(_natural_map(g, pred)) < _sqnorm(_natural_map(g, ys))
+        start = jax.tree.map(lambda u, v: jnp.where(use, u, v), pred, ys)
+        out = _support_newton(g, start, steps=steps, support=support, ftol=ftol)
+        return (out, ys), None
 
-    ys, _ = jax.lax.scan(stage, tuple(xs), (ts, ftols))
+    (ys, _), _ = jax.lax.scan(stage, (tuple(xs), tuple(xs)), (ts, ftols))
     return ys
 
 
@@ -1175,7 +1184,7 @@ def rae(
     nash_starts: int = 4,
     lh_labels: int = 8,
     lh_pivots: int = 0,
-    homotopy_stages: int = 4,
+    homotopy_stages: int = 8,
     fallback_gap: float = 1e-6,
 ) -> SolverResult:
     """Solve for a Risk-Averse Equilibrium; returns strategies and the RAE gap.
