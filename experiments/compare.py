@@ -1,6 +1,7 @@
 """Compare meta-solvers on one game: PSRO with each, over several seeds, then cross-play.
 
     python -m experiments.compare SPEC [--seeds 3] [--iterations N] [--out runs]
+    python -m experiments.compare RUN_FOLDER --render    # re-make a finished run's table/figure
 
 ``SPEC`` is a YAML file (see ``experiments/configs/compare_*.yaml``)::
 
@@ -446,32 +447,44 @@ def run_comparison(
 
 def ratios(spec: dict, per_seed: dict, names: list[str], heldout: bool) -> dict:
     """``spec["ratios"]`` = ``{metric, of}``: for every other variant B, B's mean of ``metric``
-    (player 0; held-out when evaluated) over ``of``'s, with a 95% bootstrap interval that
-    resamples each variant's seeds (10,000 resamples, fixed seed). Empty without the key."""
+    (held-out when evaluated) over ``of``'s, for player 0 (``"B/of"``) and for the mean over
+    all agents (``"B/of (all agents)"``), each with a 95% bootstrap interval that resamples each
+    variant's seeds (10,000 resamples, fixed seed; ``inf`` where a resampled denominator is 0).
+    Empty without the key."""
     want = spec.get("ratios") or {}
     if not want:
         return {}
-    prefix = "heldout/" if heldout else ""
-    key = f"{prefix}{want['metric']}/player_0"
-    den = np.asarray([m[key] for m in per_seed[want["of"]]], np.float64)
+    base = ("heldout/" if heldout else "") + want["metric"] + "/"
+
+    def per_seed_values(name: str, agent: str | None) -> np.ndarray:
+        rows = per_seed[name]
+        if agent is not None:
+            return np.asarray([m[base + agent] for m in rows], np.float64)
+        return np.asarray(
+            [np.mean([v for k, v in m.items() if k.startswith(base)]) for m in rows], np.float64
+        )
+
     rng = np.random.default_rng(0)
-    boot_den = rng.choice(den, (10_000, den.size)).mean(1)
     out = {}
-    for name in names:
-        if name == want["of"]:
-            continue
-        num = np.asarray([m[key] for m in per_seed[name]], np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a resample of zeros: inf
-            boot = rng.choice(num, (10_000, num.size)).mean(1) / boot_den
-            ratio = float(np.float64(num.mean()) / den.mean())
-        boot = np.where(np.isnan(boot), np.inf, boot)
-        out[f"{name}/{want['of']}"] = {
-            "metric": key,
-            "ratio": ratio if np.isfinite(ratio) else float("inf"),
-            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-            "numerator": float(num.mean()),
-            "denominator": float(den.mean()),
-        }
+    for agent, label in (("player_0", ""), (None, " (all agents)")):
+        den = per_seed_values(want["of"], agent)
+        boot_den = rng.choice(den, (10_000, den.size)).mean(1)
+        for name in names:
+            if name == want["of"]:
+                continue
+            num = per_seed_values(name, agent)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a resample of zeros: inf
+                boot = rng.choice(num, (10_000, num.size)).mean(1) / boot_den
+                ratio = float(np.float64(num.mean()) / den.mean())
+            boot = np.where(np.isnan(boot), np.inf, boot)
+            lo, hi = np.quantile(boot, [0.025, 0.975], method="inverted_cdf")  # no inf - inf
+            out[f"{name}/{want['of']}{label}"] = {
+                "metric": base + (agent or "mean over agents"),
+                "ratio": ratio if np.isfinite(ratio) else float("inf"),
+                "ci95": [float(lo), float(hi)],
+                "numerator": float(num.mean()),
+                "denominator": float(den.mean()),
+            }
     return out
 
 
@@ -617,24 +630,49 @@ def figure(results: dict, metric_names: list[str], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _write_outputs(out: Path, results: dict) -> str:
+    metric_names = report_names(results["spec"])
+    _atomic_write(out / "compare.json", json.dumps(results, indent=1, default=str).encode())
+    table = markdown(results, metric_names)
+    _atomic_write(out / "compare.md", table.encode())
+    figure(results, metric_names, out / "compare.png")
+    return table
+
+
+def render(run_dir: str | os.PathLike) -> str:
+    """Re-make ``compare.md`` and ``compare.png`` (and the derived ``ratios``) of a finished run
+    from its ``compare.json`` -- after a change to the report, without re-running anything."""
+    out = Path(run_dir)
+    path = out / "compare.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--render: no compare.json in {out}")
+    results = json.loads(path.read_text())
+    results["ratios"] = ratios(
+        results["spec"], results["per_seed"], results["variants"], bool(results.get("heldout"))
+    )
+    return _write_outputs(out, results)
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec")
+    parser.add_argument("spec", help="the comparison spec (YAML), or a run folder with --render")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--out", default="runs")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--render", action="store_true", help="re-make the table and figure of a finished run"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        print(render(args.spec))
+        return Path(args.spec)
     spec = load_spec(args.spec, seeds=args.seeds, iterations=args.iterations)
     build(spec)  # validate everything before any work
     out = Path(args.out) / f"compare-{spec.get('name', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
-    metric_names = report_names(spec)
-    _atomic_write(out / "compare.json", json.dumps(results, indent=1, default=str).encode())
-    table = markdown(results, metric_names)
-    _atomic_write(out / "compare.md", table.encode())
-    figure(results, metric_names, out / "compare.png")
+    table = _write_outputs(out, results)
     print(table)
     print(f"results, table and figure in {out}")
     return out

@@ -132,6 +132,13 @@ def test_heldout_evaluation_and_ratio(tmp_path):
     assert r["ci95"][0] <= r["ci95"][1]
     text = (out / "compare.md").read_text()
     assert "Held-out evaluation" in text and "Ratio prd/uniform" in text
+    assert "prd/uniform (all agents)" in results["ratios"]
+    # --render re-makes the table from compare.json alone
+    (out / "compare.md").unlink()
+    compare.main([str(out), "--render"])
+    assert (out / "compare.md").read_text() == text
+    with pytest.raises(FileNotFoundError, match="no compare.json"):
+        compare.main([str(tmp_path / "nowhere"), "--render"])
 
 
 def test_bad_heldout_and_ratio_specs_name_the_key(tmp_path):
