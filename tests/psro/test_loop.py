@@ -369,6 +369,7 @@ def test_imitation_member_can_replace_the_random_one():
         PSROConfig(keep_random=False)
 
 
+@pytest.mark.slow  # ~80 s; the keep_random=False path is in the default suite
 def test_imitation_init_member_is_the_scripted_convention():
     from marl.population import population_get
     from psro import games

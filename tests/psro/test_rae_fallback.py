@@ -92,6 +92,7 @@ def test_fallback_solves_what_the_dynamics_do_not(x64):
     np.testing.assert_allclose(np.asarray(on.info["restart_gaps"]), off.info["restart_gaps"])
 
 
+@pytest.mark.slow  # ~1 min (compile); run with -m slow
 def test_fallback_through_lemke_howson_without_pure_equilibria(x64):
     # No pure equilibrium, so only a Lemke-Howson start can solve it (1 extragradient step here).
     rng = np.random.default_rng(0)
@@ -110,6 +111,7 @@ def test_fallback_through_lemke_howson_without_pure_equilibria(x64):
     assert np.isinf(float(plain.info["nash_start_gap"])) and float(plain.gap) > 1e-4
 
 
+@pytest.mark.slow  # ~1 min (compile); run with -m slow
 def test_fallback_same_choice_under_vmap(x64):
     # Under vmap lax.cond runs both branches; the answer must not change. Seed 5 needs the
     # fallback with these settings (see above), seed 0 does not.
