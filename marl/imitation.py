@@ -144,6 +144,7 @@ def collect(
     obs, action, ret = [], [], []
     for a in agents:
         o = jnp.reshape(traj.obs[a], traj.obs[a].shape[:2] + (-1,)).astype(jnp.float32)
+        # the label is the teacher's action there (teachers are deterministic: a fixed key)
         labels = jax.vmap(jax.vmap(lambda x: teacher(env_params, x, jax.random.key(0))))(o)
         reward = traj.rewards[a].astype(jnp.float32)
         done = traj.done.astype(jnp.float32)
