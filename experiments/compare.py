@@ -502,77 +502,58 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _cell(value: tuple[float, float]) -> str:
+    return f"{value[0]:.3g} +/- {value[1]:.2g}"
+
+
+def _table(title: str, header: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """A titled Markdown table: ``header`` names the columns after the first; rows are
+    ``(label, cells)``."""
+    head = "| " + " | ".join(header) + " |" if header[0] else "| | " + " | ".join(header[1:]) + " |"
+    lines = ["", title, "", head, "|---" * len(header) + "|"]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+
+
 def markdown(results: dict, metric_names: list[str]) -> str:
     """The summary and cross-play tables as Markdown (mean +/- 95% CI over seeds)."""
     agent = "player_0"
     names = results["variants"]
+    missing = (float("nan"), 0.0)
+
+    def variant_rows(table: dict, cols: list[str]) -> list[tuple[str, list[str]]]:
+        return [(n, [_cell(table[n].get(f"{c}/{agent}", missing)) for c in cols]) for n in names]
+
     cols = ["return_mean", "return_var", "return_worst", "return_cvar05", *metric_names]
-    lines = [
+    lines = _table(
         f"Final meta-strategies, {results['seeds']} seeds, {results['iterations']} PSRO "
         f"iterations (mean +/- 95% CI over seeds; {agent}):",
-        "",
-        "| variant | " + " | ".join(cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
-    ]
-    for name in results["variants"]:
-        row = []
-        for c in cols:
-            m, h = results["summary"][name].get(f"{c}/{agent}", (float("nan"), 0.0))
-            row.append(f"{m:.3g} +/- {h:.2g}")
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
+        ["variant", *cols],
+        variant_rows(results["summary"], cols),
+    )[1:]
     if results.get("heldout"):
         hcols = ["return_mean", "return_var", *metric_names]
-        lines += [
-            "",
+        lines += _table(
             f"Held-out evaluation of the same meta-strategies: {results['spec']['eval_episodes']} "
             "fresh episodes per member pair, weighted by the meta-strategies (the table above "
             "uses the meta-game's own episodes, the ones the solver chose on):",
-            "",
-            "| variant | " + " | ".join(hcols) + " |",
-            "|---" * (len(hcols) + 1) + "|",
-        ]
-        for name in names:
-            row = []
-            for c in hcols:
-                m, h = results["heldout"][name].get(f"{c}/{agent}", (float("nan"), 0.0))
-                row.append(f"{m:.3g} +/- {h:.2g}")
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
+            ["variant", *hcols],
+            variant_rows(results["heldout"], hcols),
+        )
     for pair, r in (results.get("ratios") or {}).items():
         lines.append(
             f"\nRatio {pair} of {r['metric']}: {r['ratio']:.3g} (95% bootstrap CI over seeds "
             f"[{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]; {r['numerator']:.3g} / "
             f"{r['denominator']:.3g})"
         )
-    lines += [
-        "",
-        f"Cross-play: {agent}'s expected return (row: {agent}'s population, "
-        "column: the opponent's):",
-        "",
-        "| | " + " | ".join(results["variants"]) + " |",
-        "|---" * (len(results["variants"]) + 1) + "|",
-    ]
-    for a in results["variants"]:
-        cells = []
-        for b in results["variants"]:
-            m, h = results["crossplay"][f"{a}|{b}"][f"return_mean/{agent}"]
-            cells.append(f"{m:.3g} +/- {h:.2g}")
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    for metric in metric_names:
-        if f"{metric}/{agent}" not in results["crossplay"][f"{names[0]}|{names[0]}"]:
+    cross = results["crossplay"]
+    for metric, what in [("return_mean", "expected return"), *((m, m) for m in metric_names)]:
+        if f"{metric}/{agent}" not in cross[f"{names[0]}|{names[0]}"]:
             continue
-        lines += [
-            "",
-            f"Cross-play: {agent}'s {metric} (row: {agent}'s population, column: the opponent's):",
-            "",
-            "| | " + " | ".join(names) + " |",
-            "|---" * (len(names) + 1) + "|",
-        ]
-        for a in names:
-            cells = []
-            for b in names:
-                m, h = results["crossplay"][f"{a}|{b}"][f"{metric}/{agent}"]
-                cells.append(f"{m:.3g} +/- {h:.2g}")
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += _table(
+            f"Cross-play: {agent}'s {what} (row: {agent}'s population, column: the opponent's):",
+            ["", *names],
+            [(a, [_cell(cross[f"{a}|{b}"][f"{metric}/{agent}"]) for b in names]) for a in names],
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -549,6 +549,27 @@ def _lh_pivot(tab, basis, col):
     )
 
 
+def lh_tableaux(a: jax.Array, b: jax.Array):
+    """Lemke-Howson's starting tableaux of the bimatrix game ``(a, b)``, ``(m, n)`` each:
+    ``(row_tab (n, m+n+1), row_basis (n,), col_tab (m, m+n+1), col_basis (m,))``.
+
+    Both payoff tables are first shifted to ``[1, 2]`` (an affine map per player: same
+    equilibria, and every payoff positive, as the method needs); labels ``0..m-1`` are the row
+    player's strategies, ``m..m+n-1`` the column player's."""
+    dt = a.dtype
+    m, n = a.shape
+
+    def shift(g):
+        lo, hi = jnp.min(g), jnp.max(g)
+        rng = hi - lo
+        return (g - lo) / jnp.where(rng > 0, rng, 1.0) + 1.0
+
+    a, b = shift(a), shift(b)
+    row_tab = jnp.concatenate([b.T, jnp.eye(n, dtype=dt), jnp.ones((n, 1), dt)], axis=1)
+    col_tab = jnp.concatenate([jnp.eye(m, dtype=dt), a, jnp.ones((m, 1), dt)], axis=1)
+    return row_tab, jnp.arange(m, m + n, dtype=jnp.int32), col_tab, jnp.arange(m, dtype=jnp.int32)
+
+
 def lemke_howson(
     a: jax.Array,
     b: jax.Array,
@@ -586,16 +607,7 @@ def lemke_howson(
     m, n = a.shape
     steps = 4 * (m + n) + 16 if max_pivots is None else int(max_pivots)
 
-    def shift(g):
-        lo, hi = jnp.min(g), jnp.max(g)
-        rng = hi - lo
-        return (g - lo) / jnp.where(rng > 0, rng, 1.0) + 1.0
-
-    a, b = shift(a), shift(b)
-    row_tab = jnp.concatenate([b.T, jnp.eye(n, dtype=dt), jnp.ones((n, 1), dt)], axis=1)
-    row_basis = jnp.arange(m, m + n, dtype=jnp.int32)
-    col_tab = jnp.concatenate([jnp.eye(m, dtype=dt), a, jnp.ones((m, 1), dt)], axis=1)
-    col_basis = jnp.arange(m, dtype=jnp.int32)
+    row_tab, row_basis, col_tab, col_basis = lh_tableaux(a, b)
     label = jnp.asarray(label, jnp.int32)
 
     def cond(state):

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from psro.solvers.nash import lh_tableaux
 from psro.solvers.result import SolverResult
 from psro.solvers.simplex import project_simplex, random_simplex, renormalize, uniform
 from psro.solvers.unbatched import unbatched
@@ -898,17 +899,7 @@ def _lemke_howson(a, b, label, max_pivots: int):
     """
     dt = a.dtype
     m, n = a.shape
-
-    def shift(g):
-        lo, hi = jnp.min(g), jnp.max(g)
-        rng = hi - lo
-        return (g - lo) / jnp.where(rng > 0, rng, 1.0) + 1.0
-
-    a, b = shift(a), shift(b)
-    rt = jnp.concatenate([b.T, jnp.eye(n, dtype=dt), jnp.ones((n, 1), dt)], axis=1)
-    rb = jnp.arange(m, m + n, dtype=jnp.int32)
-    ct = jnp.concatenate([jnp.eye(m, dtype=dt), a, jnp.ones((m, 1), dt)], axis=1)
-    cb = jnp.arange(m, dtype=jnp.int32)
+    rt, rb, ct, cb = lh_tableaux(a, b)
     label = jnp.asarray(label, jnp.int32)
     # A column player's label enters the column tableau first (a prologue pivot), a row player's
     # label the row tableau (the loop's first pivot).

@@ -11,12 +11,6 @@ from psro.games import full_game_strategies, matrix_game
 from psro.loop import PSRO, PSROConfig
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def _game(table):
     env = matrix.MatrixGame(table)
     return matrix_game(env, env.default_params().replace(payoffs=jnp.asarray(table)))

@@ -36,12 +36,6 @@ RPS = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
 MP = np.array([[1.0, -1.0], [-1.0, 1.0]])
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def zs(a):
     a = np.asarray(a, dtype=np.float64)
     return np.stack([a, -a])

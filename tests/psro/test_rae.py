@@ -28,12 +28,6 @@ def zs(row):
     return np.stack([row, -row])
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 # Solvers jitted once per static configuration (compilation dominates the test time here).
 _FAST = dict(iterations=600, restarts=4, newton_steps=10, gap_iterations=600)
 

@@ -13,12 +13,6 @@ from psro.solvers import rae as R
 from psro.solvers.nash import lemke_howson
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def _game(P, gamma=1.0, eps=0.1, mask=None):
     return R._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
 

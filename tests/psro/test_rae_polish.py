@@ -10,12 +10,6 @@ import pytest
 from psro.solvers import rae as R
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def _game(P, gamma=1.0, eps=0.1, mask=None):
     return R._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
 
