@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import traceback
 from typing import Any
@@ -186,18 +185,9 @@ def write_json_atomic(path: str, payload: Any) -> None:
     """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from marl.files import atomic_write_text  # here: the bench's own imports stay light
+
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -44,7 +44,7 @@ for envs that render).
 
 Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tables),
 ``compare.png`` (bars with confidence intervals, and the cross-play matrix) and any strips into
-``OUT/compare-<name>-<timestamp>/``.
+``OUT/compare-<name>-<UTC timestamp>/`` (``marl.files.new_run_dir``).
 
 ``eval_episodes: N`` re-evaluates each variant's final meta-strategy on N *fresh* episodes per
 member pair (``heldout`` in compare.json, a second table, and the figure's bars where present).
@@ -66,7 +66,6 @@ import dataclasses
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,7 @@ from tqdm import tqdm
 
 from marl import population as mpop
 from marl import rollout
+from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
 from psro import games, metrics
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
 
@@ -489,19 +489,6 @@ def ratios(spec: dict, per_seed: dict, names: list[str], heldout: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------ outputs
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _cell(value: tuple[float, float]) -> str:
     return f"{value[0]:.3g} +/- {value[1]:.2g}"
 
@@ -605,17 +592,17 @@ def figure(results: dict, metric_names: list[str], path: Path) -> None:
         f"{results['iterations']} iterations; bars: mean and 95% CI over seeds"
     )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_savefig(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _write_outputs(out: Path, results: dict) -> str:
     metric_names = report_names(results["spec"])
-    _atomic_write(out / "compare.json", json.dumps(results, indent=1, default=str).encode())
+    atomic_write_bytes(out / "compare.json", json.dumps(results, indent=1, default=str).encode())
     table = markdown(results, metric_names)
-    _atomic_write(out / "compare.md", table.encode())
+    atomic_write_bytes(out / "compare.md", table.encode())
     figure(results, metric_names, out / "compare.png")
     return table
 
@@ -650,8 +637,7 @@ def main(argv: list[str] | None = None) -> Path:
         return Path(args.spec)
     spec = load_spec(args.spec, seeds=args.seeds, iterations=args.iterations)
     build(spec)  # validate everything before any work
-    out = Path(args.out) / f"compare-{spec.get('name', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = new_run_dir(args.out, f"compare-{spec.get('name', 'run')}")
     results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
     table = _write_outputs(out, results)
     print(table)

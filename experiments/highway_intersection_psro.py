@@ -31,7 +31,6 @@ demonstration of the plumbing, not a converged solution: the policies learn litt
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
@@ -40,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.run import atomic_write_json, jsonable
+from marl.files import atomic_write_json, jsonable, new_run_dir
 
 
 def _parse_value(text: str) -> Any:
@@ -92,18 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _new_run_dir(base: Path, name: str) -> Path:
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-    for k in range(1000):
-        path = base / (f"{name}-{stamp}" if k == 0 else f"{name}-{stamp}-{k}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a run folder under {base}")
-
-
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -149,7 +136,7 @@ def run(argv: Sequence[str] | None = None) -> Path:
     except (ValueError, TypeError) as err:  # bad settings: fail before writing anything
         raise SystemExit(f"error: {err}") from err
 
-    run_dir = _new_run_dir(Path(args.out), args.name)
+    run_dir = new_run_dir(Path(args.out), args.name)
     env_cfg = host.adapter.env.config
     atomic_write_json(
         run_dir / "config.json",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from marl.files import atomic_savefig  # noqa: E402
 from psro.solvers.rae import rae  # noqa: E402
 
 
@@ -89,15 +89,10 @@ def plot(game: str, gammas: np.ndarray, res: dict, names, eps: float, out: str) 
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(out))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=d)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
+        atomic_savefig(fig, out, dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv=None) -> None:

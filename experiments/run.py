@@ -67,7 +67,8 @@ import jax
 import numpy as np
 
 from experiments import config as xcfg
-from marl.checkpoint import Checkpointer, CheckpointError, atomic_write_text
+from marl.checkpoint import Checkpointer, CheckpointError
+from marl.files import atomic_write, atomic_write_json, atomic_write_text, jsonable, new_run_dir
 
 __all__ = ["RESUMABLE_KEYS", "gap_value", "load_run", "read_metrics", "run_experiment", "main"]
 
@@ -76,25 +77,6 @@ CHECKPOINTS, QUARANTINE = "checkpoints", "checkpoints-unusable"
 
 
 # ------------------------------------------------------------------------------------- files
-def jsonable(x: Any) -> Any:
-    """Plain JSON values: numpy/jax scalars and arrays converted, NaN and inf as null."""
-    if isinstance(x, Mapping):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | jax.Array):
-        return jsonable(np.asarray(x).tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(jsonable(obj), indent=1) + "\n")
-
-
 def _append_line(path: Path, obj: Any) -> None:
     line = json.dumps(jsonable(obj), allow_nan=False) + "\n"
     with open(path, "a") as f:
@@ -202,12 +184,7 @@ def export_metagame(run_dir: Path, psro, state) -> None:
         leaves = jax.tree.leaves(pop.params)
         if len(leaves) == 1 and np.asarray(leaves[0]).ndim == 1:  # pure-action members
             arrays[f"members_{i}"] = np.asarray(leaves[0])
-    tmp = run_dir / f".metagame.npz.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / "metagame.npz")
+    atomic_write(run_dir / "metagame.npz", lambda f: np.savez(f, **arrays))
     atomic_write_text(run_dir / "metagame.txt", metagame_table(psro, arrays))
 
 
@@ -266,19 +243,6 @@ def metagame_table(psro, arrays: Mapping[str, np.ndarray]) -> str:
 # ------------------------------------------------------------------------------------- the run
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _new_run_dir(base: Path, name: str) -> Path:
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1000):
-        path = base / (f"{name}-{stamp}" if k == 0 else f"{name}-{stamp}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not make a fresh run folder under {base}")
 
 
 def _resolved(cfg: xcfg.ExperimentConfig) -> xcfg.ExperimentConfig:
@@ -423,7 +387,7 @@ def run_experiment(
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=False)
         else:
-            run_dir = _new_run_dir(Path(cfg.run.out_dir), cfg.name)
+            run_dir = new_run_dir(Path(cfg.run.out_dir), cfg.name)
     atomic_write_text(run_dir / "config.yaml", xcfg.to_yaml(cfg))
     history = []
     try:
