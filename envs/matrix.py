@@ -8,7 +8,7 @@ Named games (``payoff_table(name)``, and as environments ``envs.make("matrix/<na
 
 ==========================  =================================================================
 ``prisoners_dilemma``        (Cooperate, Defect): [[3, 0], [5, 1]]
-``stag_hunt``                (Stag, Hare): [[4, 0], [3, 3]] -- the numbers of ``rae.md``
+``stag_hunt``                (Stag, Hare): [[4, 0], [3, 3]] -- the example of ``docs/rae.md``
 ``chicken``                  (Swerve, Straight): [[0, -1], [1, -10]]
 ``battle_of_the_sexes``      (Opera, Football): row [[3, 0], [0, 2]], column [[2, 0], [0, 3]]
 ``matching_pennies``         (Heads, Tails): zero-sum [[1, -1], [-1, 1]]

@@ -1,4 +1,4 @@
-"""A population of policies: parameters stacked on a leading axis of fixed capacity (psro.md).
+"""A population of policies: parameters stacked on a leading axis of fixed capacity.
 
 A ``Population`` preallocates ``capacity`` (K_max) slots for the whole run. Every leaf of
 ``params`` has shape ``(capacity, ...)``; ``mask`` marks the live slots and ``count`` is the number

@@ -7,7 +7,7 @@ each batch size ``B`` tried and at the best one. Compile time is reported on its
 
 Anchor (same run, same machine): the same game through ``envs.to_pettingzoo("trust_dilemma")``,
 stepped one step per Python call with random numpy actions and ``reset`` at the episode end --
-what a PettingZoo user gets. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.md``).
+what a PettingZoo user gets. Goal: ratio >= 1000x on a 2-core CPU (``BENCHMARKS.md``).
 
     python -m experiments.benchmarks.env_trust_dilemma [--quick]
 

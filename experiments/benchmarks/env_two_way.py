@@ -11,7 +11,7 @@ Anchor (same run, same machine): highway-env's ``two-way-v0`` (``gymnasium.make`
 uniformly random meta-actions, its own 15 Hz / 1 Hz setting, ``Kinematics`` observation (the
 observation this game computes; two-way-v0's default is a time-to-collision grid), reset when an
 episode ends -- policy steps per second. If highway-env is not installed the anchor rows say so and
-the ratio is left empty. Goal: ratio >= 1000x on a 2-core CPU (``benchmarks.md``).
+the ratio is left empty. Goal: ratio >= 1000x on a 2-core CPU (``BENCHMARKS.md``).
 
 The two sides do not simulate the same scene: highway-env has one controlled car and 5 IDM cars
 (6 vehicles), this game two controlled cars and 4 IDM cars (6 vehicles) -- the same number of

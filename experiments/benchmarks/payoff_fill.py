@@ -16,7 +16,7 @@ OpenSpiel's PSRO fills its tables -- a Python loop over cells and episodes stepp
 agent per step (the same policy functions and member parameters as the project side). The anchor
 is timed on a subset of cells and episodes and extrapolated to the full table (its row says so).
 Both sides' payoff means on the subset cells are compared with per-(cell, player) z-scores and a
-chi-square test; the note reports it. Goal: ratio >= 100x (``benchmarks.md``).
+chi-square test; the note reports it. Goal: ratio >= 100x (``BENCHMARKS.md``).
 
     python -m experiments.benchmarks.payoff_fill [--quick]
 

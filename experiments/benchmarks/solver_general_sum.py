@@ -5,7 +5,7 @@ compiled program (float32) reused for every game of a size. Its default for two-
 games is Lemke-Howson from every dropped label at once (vmapped), falling back to the RAE machinery
 (gamma = eps = 0) when no label certifies; reported: compile time, median steady-state time per game,
 NashConv recomputed in float64 on the game. A summary row also reports ``method="rae"`` alone (the
-extragradient dynamics the design note asks for), whose success rate is the interesting figure.
+extragradient dynamics of ``docs/rae.md``), whose success rate is the interesting figure.
 Anchor side, same run: ``nashpy.Game(A, B).support_enumeration()``, time to its *first* equilibrium
 (what a user who wants one equilibrium pays). Support enumeration tries supports by increasing size,
 so on games with a pure equilibrium it answers in milliseconds; on games whose equilibria are all

@@ -53,7 +53,7 @@ def test_no_recompilation_across_iterations():
 
 @pytest.mark.parametrize("gamma,expect", [(0.5, 0), (2.0, 1)])  # 0 = Stag, 1 = Hare
 def test_rae_psro_on_stag_hunt_selects_by_risk(gamma, expect):
-    """Above the threshold of rae.md (gamma > 1.39 at eps = 0.2) the population settles on Hare."""
+    """Above the threshold of docs/rae.md (gamma > 1.39 at eps = 0.2) the population settles on Hare."""
     game = matrix_game("matrix/stag_hunt")
     hyper = {"gamma": gamma, "eps": 0.2}
     cfg = PSROConfig(
