@@ -20,7 +20,7 @@ Objectives (``PPOConfig.objective``):
   episodic return (an EMA kept in ``PPOState.mu``, updated once per update from the episodes that
   finished in that batch, before the penalty is computed). Because d/dmu E[(R - mu)^2] = 0 at
   mu = E[R], the policy gradient of E[R - gamma (R - mu)^2] is that of E[R] - gamma Var[R], the
-  single-policy mean-variance utility of ``rae.md`` (with ``lam = 1``, the law of total variance
+  single-policy mean-variance utility of docs/rae.md (with ``lam = 1``, the law of total variance
   makes this exactly the variance the meta-solver counts, when the opponent is drawn from the
   perturbed meta-strategy). ``gamma_risk`` may be passed to ``train``/``run`` as a traced value,
   so a sweep can vmap over it. (The penalty is discounted back through GAE like any reward; with
