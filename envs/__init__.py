@@ -13,7 +13,7 @@ See ``envs.core`` for the protocol and a complete example of a new game.
 
 from envs import matrix, spaces
 from envs.core import EnvParams, EnvState, MultiAgentEnv
-from envs.pettingzoo_in import PettingZooAdapter, from_pettingzoo
+from envs.pettingzoo_in import ForeignEnvError, PettingZooAdapter, from_pettingzoo
 from envs.pettingzoo_out import JaxToPettingZoo, to_pettingzoo
 from envs.registry import UnknownEnvError, factory, make, register, registered
 from envs.trust_dilemma import TrustDilemma
@@ -39,6 +39,7 @@ _register_builtin()
 __all__ = [
     "EnvParams",
     "EnvState",
+    "ForeignEnvError",
     "JaxToPettingZoo",
     "MultiAgentEnv",
     "PettingZooAdapter",

@@ -1,4 +1,4 @@
-"""JAX env -> PettingZoo: ``to_pettingzoo(name, render_mode=None, **overrides)``.
+"""JAX env -> PettingZoo: ``to_pettingzoo(name | env | (env, params), render_mode=None, ...)``.
 
 Wraps a registered JAX environment as a ``pettingzoo.ParallelEnv`` for people who use the
 PettingZoo API (numpy in, numpy out): seeding through ``reset(seed=...)``, per-agent termination
@@ -182,17 +182,45 @@ def _per_agent_infos(info: dict, agents: list[str]) -> dict[str, dict]:
 
 
 def to_pettingzoo(
-    name_or_env: str | MultiAgentEnv,
+    name_or_env: str | MultiAgentEnv | tuple[MultiAgentEnv, EnvParams],
     render_mode: str | None = None,
     params: EnvParams | None = None,
     **overrides: Any,
 ) -> JaxToPettingZoo:
-    """A registered JAX env (by name, with ``make`` overrides) or an env object, as a ParallelEnv."""
-    if isinstance(name_or_env, str):
-        env, default = make(name_or_env, **overrides)
-        params = default if params is None else params
-    else:
-        if overrides:
-            raise ValueError("overrides need an env name; pass params= with an env object")
-        env = name_or_env
+    """A JAX env as a ``pettingzoo.ParallelEnv``.
+
+    ``name_or_env`` is one of: a registered name (with ``make`` overrides as keyword arguments),
+    an env object (with optional ``params=``; the env's default params otherwise), or the
+    ``(env, params)`` pair ``envs.make`` returns -- so ``to_pettingzoo(envs.make(name, ...))``
+    works.
+
+    Raises:
+      TypeError: ``name_or_env`` is none of these, or ``params=`` is given with a pair.
+      ValueError: overrides without a name (an env object takes ``params=`` instead).
+    """
+    env = name_or_env
+    if isinstance(env, str):
+        env, default = make(env, **overrides)
+        return JaxToPettingZoo(env, default if params is None else params, render_mode)
+    if overrides:
+        raise ValueError(
+            f"to_pettingzoo: overrides {sorted(overrides)} need a registered env name; "
+            "with an env object pass params= (e.g. env.default_params().replace(...))"
+        )
+    if isinstance(env, tuple):
+        if len(env) != 2 or not isinstance(env[0], MultiAgentEnv):
+            raise TypeError(
+                "to_pettingzoo: a tuple must be the (env, params) pair envs.make returns, got "
+                f"({', '.join(type(x).__name__ for x in env)})"
+            )
+        if params is not None:
+            raise TypeError(
+                "to_pettingzoo: params= given twice (in the (env, params) pair and as params=)"
+            )
+        env, params = env
+    if not isinstance(env, MultiAgentEnv):
+        raise TypeError(
+            "to_pettingzoo needs a registered env name, an envs.MultiAgentEnv or an (env, params) "
+            f"pair, got {type(env).__name__}"
+        )
     return JaxToPettingZoo(env, params, render_mode=render_mode)
