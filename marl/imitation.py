@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from envs.settings import check_int, check_number
 from envs.core import EnvParams, MultiAgentEnv
 from marl import networks
 from marl import rollout as mrollout
@@ -71,18 +72,12 @@ class ImitationConfig:
 
     def __post_init__(self):
         for name in ("hidden", "num_envs", "num_steps", "epochs", "minibatches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not 0.0 <= float(self.explore) < 1.0:
-            raise ValueError(f"explore must be in [0, 1), got {self.explore!r}")
+            check_int(name, getattr(self, name), lo=1)
+        check_number("explore", self.explore, lo=0.0, hi=1.0, hi_open=True)
         for name in ("lr", "max_grad_norm"):
-            if not float(getattr(self, name)) > 0.0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.gamma) <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        if not float(self.value_coef) >= 0.0:
-            raise ValueError(f"value_coef must be >= 0, got {self.value_coef!r}")
+            check_number(name, getattr(self, name), lo=0.0, lo_open=True)
+        check_number("gamma", self.gamma, lo=0.0, hi=1.0)
+        check_number("value_coef", self.value_coef, lo=0.0)
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(ImitationConfig))

@@ -60,6 +60,7 @@ import optax
 from flax import struct
 
 from envs import spaces
+from envs.settings import SettingError, check_bool, check_choice, check_int, check_number
 from envs.core import EnvParams, MultiAgentEnv
 from marl import networks, rollout
 from marl.population import Population, population_add, population_get, population_init
@@ -126,22 +127,26 @@ class PPOConfig:
     prosocial: float = 0.0
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        check_choice("objective", self.objective, OBJECTIVES)
         for name in ("num_envs", "num_steps", "total_updates", "update_epochs", "num_minibatches"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            check_int(name, getattr(self, name), lo=1)
+        check_int("hidden", self.hidden, lo=1)
         if (self.num_envs * self.num_steps) % self.num_minibatches:
-            raise ValueError(
-                f"num_minibatches={self.num_minibatches} must divide the batch "
-                f"num_envs * num_steps = {self.num_envs * self.num_steps}"
+            raise SettingError(
+                "num_minibatches",
+                self.num_minibatches,
+                f"must divide the batch num_envs * num_steps = {self.num_envs * self.num_steps}",
             )
-        if self.gamma_risk < 0:
-            raise ValueError(f"gamma_risk must be >= 0, got {self.gamma_risk}")
-        if not 0.0 < self.mu_rate <= 1.0:
-            raise ValueError(f"mu_rate must be in (0, 1], got {self.mu_rate}")
-        if not np.isfinite(self.prosocial) or self.prosocial < 0:
-            raise ValueError(f"prosocial must be finite and >= 0, got {self.prosocial}")
+        check_number("lr", self.lr, lo=0.0, lo_open=True)
+        check_number("clip_eps", self.clip_eps, lo=0.0, lo_open=True)
+        for name in ("ent_coef", "vf_coef", "gamma_risk", "prosocial"):
+            check_number(name, getattr(self, name), lo=0.0)
+        check_number("max_grad_norm", self.max_grad_norm, lo=0.0, lo_open=True)
+        check_number("gamma", self.gamma, lo=0.0, hi=1.0)
+        check_number("gae_lambda", self.gae_lambda, lo=0.0, hi=1.0)
+        check_number("mu_rate", self.mu_rate, lo=0.0, hi=1.0, lo_open=True)
+        for name in ("anneal_lr", "normalize_advantages", "clip_value"):
+            check_bool(name, getattr(self, name))
 
 
 @struct.dataclass

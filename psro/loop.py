@@ -20,137 +20,129 @@ Phases of one ``step``:
    the current meta-strategy;
 2. **add** -- the members are written into the next free slot of each population;
 3. **evaluate** -- every profile that involves a new member (the new row and column, for two
-   players) is played for ``episodes`` episodes, all profiles and episodes in one vmapped call
-   (``marl.rollout.run_episodes``), and folded into the empirical meta-game (mean, variance, count);
-4. **solve** -- the meta-solver (``psro.solvers``) maps the meta-game to a mixed strategy per
-   player, warm-started from the previous one.
+   players) is played for ``episodes`` episodes and folded into the empirical meta-game (mean,
+   variance, count, events). The evaluation is the game's (``psro.evaluation``): for a compiled
+   JAX env all profiles and episodes in one vmapped call; for a host PettingZoo env
+   (``psro.games.pettingzoo_game``) stepped in Python, with the oracle then also run eagerly;
+4. **solve** -- the meta-solver (``psro.solvers``, through its registry) maps the meta-game to a
+   mixed strategy per player, warm-started from the previous one.
+
+The same loop, run state, metrics, checkpoints and command line serve both kinds of env.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.core import EnvParams, MultiAgentEnv
-from marl import imitation as mimitation
+from envs.settings import SettingError, check_bool, check_choice, check_int, from_mapping
 from marl import population as mpop
-from marl import rollout
 from psro import metagame as mgame
 from psro import oracles, solvers
+from psro.evaluation import evaluation_for
+from psro.games import PSROGame
+from psro.oracles import INIT_MEMBERS, OracleInput
+from psro.oracles.seeding import check_seeding, imitation_member, init_settings, self_play_member
+
+__all__ = ["INIT_MEMBERS", "PSRO", "PSROConfig", "PSROGame", "PSROState", "solve_phase"]
 
 
-@dataclasses.dataclass(frozen=True)
-class PSROGame:
-    """What PSRO needs to know about a game.
-
-    Attributes:
-      env, env_params: the environment (``envs.make``).
-      policy_fn: ``policy(member_params, obs, key) -> action``, shared by all members of all
-        players (members differ only in their parameters), or a tuple with one per player.
-      member_init: ``member_init(key, player) -> member_params``, the initial member of a player.
-    """
-
-    env: MultiAgentEnv
-    env_params: EnvParams
-    policy_fn: Callable[[Any, jax.Array, jax.Array], jax.Array] | tuple
-    member_init: Callable[[jax.Array, int], Any]
-
-    def policy(self, player: int) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-        """The policy function of ``player``'s members."""
-        if isinstance(self.policy_fn, tuple | list):
-            return self.policy_fn[player]
-        return self.policy_fn
-
-
-INIT_MEMBERS = ("random", "self_play", "imitation")
+def _solver_settings(name: str, kwargs, prefix: str):
+    """Validate a solver's hyperparameters (``SettingError`` keyed ``prefix.field``)."""
+    make = getattr(solvers, "make_settings", None)
+    if make is not None:
+        return make(name, kwargs, prefix=prefix)
+    try:
+        solvers.registry._check_hypers(name, solvers.get(name), dict(kwargs))
+    except solvers.UnknownHyperparameterError as err:
+        bad = next(k for k in kwargs if f"'{k}'" in str(err))
+        raise SettingError(f"{prefix}.{bad}", allowed=str(err)) from None
+    return dict(kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
 class PSROConfig:
-    """Static settings of a PSRO run (hyperparameters of the solver/oracle go in the dicts)."""
+    """Static settings of a PSRO run; each one checked here (``SettingError`` naming the field).
 
-    capacity: int = 16  # K_max, members per player
+    Attributes:
+      capacity: K_max, members per player (the initial members count).
+      solver, solver_kwargs: a registered meta-solver (``psro.solvers.names()``) and its
+        settings (the fields of its settings dataclass).
+      oracle, oracle_kwargs: a registered oracle (``psro.oracles.names()``) and its settings.
+      episodes: episodes per meta-game cell per evaluation.
+      jit_solver: False for host-only solvers, e.g. nash with ``method="lp"``.
+      symmetric: one shared population for a symmetric two-player game.
+      init_members: ``"random"`` (each population starts with one fresh member),
+        ``"self_play"`` (plus a network trained by PPO self-play, the same for every player;
+        ``init_kwargs``: ``psro.oracles.SelfPlaySettings``, e.g. ``prosocial=1.0`` for
+        Peysakhovich & Lerer's trusting convention in a stag hunt) or ``"imitation"`` (plus a
+        network cloned from one of the env's scripted policies; ``init_kwargs``:
+        ``psro.oracles.ImitationSettings``, e.g. ``policy="yield"``).
+      keep_random: with a seeded member, keep the randomly initialised one beside it (True), or
+        let the seeded member replace it.
+    """
+
+    capacity: int = 16
     solver: str = "rae"
     solver_kwargs: dict = dataclasses.field(default_factory=dict)
     oracle: str = "exact"
     oracle_kwargs: dict = dataclasses.field(default_factory=dict)
-    episodes: int = 16  # episodes per meta-game cell per evaluation
-    jit_solver: bool = True  # False for host-only solvers, e.g. nash with method="lp"
-    symmetric: bool = False  # one shared population for a symmetric two-player game
-    # "random": each population starts with one fresh member. "self_play": a second member is
-    # added before the first iteration, the same for every player: a network trained by PPO
-    # self-play (``psro.oracles.self_play_member``; ``init_kwargs`` are its PPOConfig fields,
-    # e.g. ``prosocial=1.0`` for Peysakhovich & Lerer's trusting convention in a stag hunt).
-    # "imitation": the second member is a network cloned from one of the env's scripted policies
-    # (``psro.oracles.imitation_member``; ``init_kwargs``: ``policy`` -- its name in
-    # ``env.scripted_policies()`` -- and ``marl.imitation.ImitationConfig`` fields), e.g. the
-    # cautious driver of two_way that PPO best responses never find by themselves.
+    episodes: int = 16
+    jit_solver: bool = True
+    symmetric: bool = False
     init_members: str = "random"
     init_kwargs: dict = dataclasses.field(default_factory=dict)
-    # With a seeded member: keep the randomly initialised one beside it (True, the default), or
-    # let the seeded member replace it and start each population from that convention alone.
     keep_random: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.capacity, int) or self.capacity < 2:
-            raise ValueError(f"capacity must be an int >= 2, got {self.capacity!r}")
-        if not isinstance(self.symmetric, bool):
-            raise ValueError(f"symmetric must be a bool, got {self.symmetric!r}")
-        if not isinstance(self.episodes, int) or self.episodes < 1:
-            raise ValueError(f"episodes must be an int >= 1, got {self.episodes!r}")
-        if self.solver not in solvers.names():
-            raise ValueError(
-                f"unknown solver {self.solver!r}; known solvers: {', '.join(solvers.names())}"
-            )
-        if self.oracle not in oracles.names():
-            raise ValueError(
-                f"unknown oracle {self.oracle!r}; known oracles: {', '.join(oracles.names())}"
-            )
-        oracles.check_settings(self.oracle, self.oracle_kwargs)
-        if self.init_members not in INIT_MEMBERS:
-            raise ValueError(
-                f"init_members={self.init_members!r} is not valid; allowed: "
-                f"{', '.join(INIT_MEMBERS)}"
-            )
+        check_int("capacity", self.capacity, lo=2)
+        check_int("episodes", self.episodes, lo=1)
+        check_bool("jit_solver", self.jit_solver)
+        check_bool("symmetric", self.symmetric)
+        check_bool("keep_random", self.keep_random)
+        check_choice("solver", self.solver, solvers.names())
+        check_choice("oracle", self.oracle, oracles.names())
+        check_choice("init_members", self.init_members, INIT_MEMBERS)
         if self.init_members == "random" and self.init_kwargs:
-            raise ValueError("init_kwargs are not used with init_members='random'")
-        if not isinstance(self.keep_random, bool):
-            raise ValueError(f"keep_random must be a bool, got {self.keep_random!r}")
+            raise SettingError(
+                "init_kwargs", dict(self.init_kwargs), "only used with init_members self_play "
+                "or imitation"
+            )
         if self.init_members == "random" and not self.keep_random:
-            raise ValueError(
-                "keep_random=False needs a seeded member to start from: set init_members to "
-                "self_play or imitation"
+            raise SettingError(
+                "keep_random", False, "false needs a seeded member to start from: set "
+                "init_members to self_play or imitation"
             )
-        if self.init_members == "self_play":
-            oracles.check_self_play_settings(self.init_kwargs)
-        if self.init_members == "imitation":
-            oracles.check_imitation_settings(self.init_kwargs)
-        solvers.registry._check_hypers(self.solver, solvers.get(self.solver), self.solver_kwargs)
+        # the settings objects, validated once (cached_property works on a frozen dataclass)
+        _ = self.oracle_settings, self.solver_settings, self.seeding_settings
 
+    @functools.cached_property
+    def oracle_settings(self):
+        """The oracle's validated settings dataclass."""
+        return oracles.make_settings(self.oracle, self.oracle_kwargs, prefix="oracle_kwargs")
 
-def _check_imitation(game: PSROGame, settings: dict) -> None:
-    """The named scripted policy exists and its clone has the shape of the game's members."""
-    mimitation.scripted_policy(game.env, settings["policy"])  # names the known ones if not
-    key = jax.random.key(0)
-    clone = jax.eval_shape(lambda k: oracles.imitation_member(k, game, **settings), key)
-    for i in range(game.env.num_agents):
-        member = jax.eval_shape(lambda k, i=i: game.member_init(k, i), key)
-        if jax.tree.structure(clone) != jax.tree.structure(member) or any(
-            a.shape != b.shape
-            for a, b in zip(jax.tree.leaves(clone), jax.tree.leaves(member), strict=True)
-        ):
-            raise ValueError(
-                "init_members='imitation' clones a marl.networks actor-critic of "
-                f"hidden={settings.get('hidden', mimitation.ImitationConfig.hidden)}, which does "
-                f"not match player {i}'s members (use a network_game and set init_kwargs.hidden "
-                "to its width)"
-            )
+    @functools.cached_property
+    def solver_settings(self):
+        """The solver's validated settings."""
+        return _solver_settings(self.solver, self.solver_kwargs, prefix="solver_kwargs")
+
+    @functools.cached_property
+    def seeding_settings(self):
+        """The seeded initial member's settings (None with ``init_members="random"``)."""
+        cls = init_settings(self.init_members)
+        return None if cls is None else from_mapping(cls, self.init_kwargs, "init_kwargs")
+
+    @property
+    def initial_members(self) -> int:
+        """Members per population after ``init``."""
+        return 1 if self.init_members == "random" or not self.keep_random else 2
 
 
 @struct.dataclass
@@ -180,54 +172,70 @@ class PSROState:
 
 
 class PSRO:
-    """The compiled PSRO loop for one game and config (see the module docstring)."""
+    """The PSRO loop for one game and config (see the module docstring).
+
+    Args:
+      game: a ``psro.games.PSROGame`` -- a compiled JAX env (``matrix_game``, ``network_game``)
+        or a host PettingZoo env (``pettingzoo_game``).
+      config: a ``PSROConfig``.
+      num_seeds: None for one run; an int S runs S independent seeds as one compiled program
+        (every phase ``jax.vmap``-ed over a leading seed axis of the state; needs a compiled env
+        and a jittable solver). Use ``seed_state(state, s)`` to look at one of them.
+
+    Every check that needs the game runs here, before any work (``SettingError`` naming the
+    config field): the oracle supports the game, the seeded member fits it, symmetric spaces.
+    """
 
     def __init__(self, game: PSROGame, config: PSROConfig, num_seeds: int | None = None):
-        """Args:
-        game, config: what to solve and how.
-        num_seeds: None for one run; an int S runs S independent seeds as one compiled program
-          (every phase ``jax.vmap``-ed over a leading seed axis of the state; needs a jittable
-          solver). Use ``seed_state(state, s)`` to look at one of them.
-        """
-        if num_seeds is not None and (not isinstance(num_seeds, int) or num_seeds < 1):
-            raise ValueError(f"num_seeds must be None or an int >= 1, got {num_seeds!r}")
-        if num_seeds is not None and not config.jit_solver:
-            raise ValueError("num_seeds needs a jittable solver (jit_solver=True)")
+        if num_seeds is not None:
+            check_int("num_seeds", num_seeds, lo=1)
+            if not config.jit_solver:
+                raise SettingError("num_seeds", num_seeds, "needs a jittable solver (jit_solver)")
+            if game.is_host:
+                raise SettingError("num_seeds", num_seeds, "needs a compiled JAX env")
         self.game = game
         self.config = config
         self.num_seeds = num_seeds
-        self.n = game.env.num_agents
+        self.n = game.num_players
+        self.oracle = oracles.get(config.oracle)
+        self.oracle.check_game(game)
         if config.symmetric:
             _check_symmetric(game.env)
-        if config.init_members == "imitation":
-            _check_imitation(game, config.init_kwargs)
-        self._oracle = oracles.get(config.oracle)
-        self._solver = solvers.get(config.solver)
+        check_seeding(game, config.init_members, config.seeding_settings)
+        self.evaluation = evaluation_for(game, config.episodes)
+        compiled = not game.is_host
 
-        def compile_phase(fn):
+        def compile_phase(fn, jit=True):
+            if not jit:
+                return fn
             return jax.jit(fn if num_seeds is None else jax.vmap(fn))
 
         self._jit_init = compile_phase(self._init_state)
-        self._jit_oracle = compile_phase(self._oracle_phase)
+        self._jit_oracle = compile_phase(self._oracle_phase, compiled)
         self._jit_add = compile_phase(self._add_phase)
-        self._jit_eval = compile_phase(self._evaluate_phase)
+        self._jit_eval = compile_phase(self._evaluate_phase, compiled)
         self._jit_seed = compile_phase(self._seed_phase)
         self._jit_replace_first = compile_phase(self._replace_first_phase)
-        self._jit_solve = (
-            compile_phase(self._solve_phase) if config.jit_solver else self._solve_phase
-        )
+        self._jit_solve = compile_phase(self._solve_phase, config.jit_solver)
 
     # ------------------------------------------------------------------ phases (pure)
     def masks(self, counts: jax.Array) -> tuple[jax.Array, ...]:
         return tuple(jnp.arange(self.config.capacity) < counts[i] for i in range(self.n))
 
+    def oracle_input(self, state: PSROState) -> OracleInput:
+        """What the oracle sees of ``state``."""
+        return OracleInput(
+            populations=state.populations,
+            meta_strategy=state.meta_strategy,
+            metagame=state.metagame,
+        )
+
     def _oracle_phase(self, state: PSROState) -> tuple[tuple, jax.Array, tuple]:
         key, *subs = jax.random.split(state.key, self.n + 1)
         learners = 1 if self.config.symmetric else self.n
-        out = [
-            self._oracle(subs[i], self.game, state, i, **self.config.oracle_kwargs)
-            for i in range(learners)
-        ]
+        inputs = self.oracle_input(state)
+        settings = self.config.oracle_settings
+        out = [self.oracle.fn(subs[i], self.game, inputs, i, settings) for i in range(learners)]
         if self.config.symmetric:  # the one new member joins the shared population
             out = out * self.n
         return tuple(o[0] for o in out), key, tuple(o[1] for o in out)
@@ -241,70 +249,27 @@ class PSRO:
 
     def _evaluate_phase(self, state: PSROState) -> PSROState:
         profiles, valid = mgame.frontier_profiles(self.config.capacity, self.n, state.counts)
-        return self._evaluate(state, profiles, valid)
-
-    def _evaluate(self, state: PSROState, profiles, valid) -> PSROState:
-        env, agents = self.game.env, self.game.env.agents
-        policies = {a: self.game.policy(i) for i, a in enumerate(agents)}
-
-        def play(profile, key):
-            pp = {
-                a: mpop.population_get(state.populations[i], profile[i])
-                for i, a in enumerate(agents)
-            }
-            out = rollout.run_episodes(
-                env, self.game.env_params, policies, pp, key, self.config.episodes
-            )
-            returns = jnp.stack([out.returns[a] for a in agents])  # (n, E)
-            events = {
-                k: jnp.stack([out.events[k][a] for a in agents]) for k in state.metagame.events
-            }
-            return returns, events
-
         key, sub = jax.random.split(state.key)
-        returns, events = jax.vmap(play)(profiles, jax.random.split(sub, profiles.shape[0]))
-        mg = mgame.metagame_add_batch(state.metagame, profiles, returns, valid, events)
+        mg = self.evaluation.evaluate(state.populations, state.metagame, profiles, valid, sub)
         return state.replace(metagame=mg, key=key)
 
     def _solve_phase(self, state: PSROState) -> PSROState:
-        return solve_phase(self._solver, self.config.solver_kwargs, state)
+        return solve_phase(self.config.solver, self.config.solver_kwargs, state)
 
-    # ------------------------------------------------------------------ driver
-    def init(self, key: jax.Array) -> PSROState:
-        """Initial members (one per player: random or, with ``keep_random=False``, the seeded
-        one; two with a kept random member and a seeded one), every profile evaluated, the
-        meta-game solved.
-
-        With ``num_seeds=S`` the key is split into S run keys and the state has a leading S axis.
-        """
-        if self.num_seeds is not None:
-            key = jax.random.split(key, self.num_seeds)
-        state = self._jit_init(key)
-        if self.config.init_members != "random" and not self.config.keep_random:
-            new, key = self._jit_seed(state)
-            return self._jit_solve(self._jit_eval(self._jit_replace_first(state, new, key)))
-        state = self._jit_eval(state)
-        if self.config.init_members != "random":
-            new, key = self._jit_seed(state)
-            state = self._jit_eval(self._jit_add(state, new, key))
-        return self._jit_solve(state)
+    def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
+        """The seeded second member (self-play or imitation), shared by every player."""
+        key, sub = jax.random.split(state.key)
+        fn = imitation_member if self.config.init_members == "imitation" else self_play_member
+        member = fn(sub, self.game, self.config.seeding_settings)
+        return tuple(member for _ in range(self.n)), key
 
     def _replace_first_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
-        """The seeded member in slot 0 in place of the random one (before any evaluation)."""
+        """``new`` members in slot 0 in place of the random ones (before any evaluation)."""
         pops = tuple(
             mpop.population_set(pop, 0, member)
             for pop, member in zip(state.populations, new, strict=True)
         )
         return state.replace(populations=pops, key=key)
-
-    def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
-        """The seeded second member (self-play or imitation), shared by every player."""
-        key, sub = jax.random.split(state.key)
-        if self.config.init_members == "imitation":
-            member = oracles.imitation_member(sub, self.game, **self.config.init_kwargs)
-        else:
-            member = oracles.self_play_member(sub, self.game, **self.config.init_kwargs)
-        return tuple(member for _ in range(self.n)), key
 
     def _init_state(self, key: jax.Array) -> PSROState:
         cap = self.config.capacity
@@ -323,8 +288,50 @@ class PSRO:
             iteration=jnp.int32(0),
         )
 
+    # ------------------------------------------------------------------ driver
+    def init(self, key: jax.Array, initial_members: Sequence[Any] | None = None) -> PSROState:
+        """Initial members (one per player: random or, with ``keep_random=False``, the seeded
+        one; two with a kept random member and a seeded one), every profile evaluated, the
+        meta-game solved.
+
+        ``initial_members``: optionally one member per player to start from instead of the
+        random ones (single runs only). With ``num_seeds=S`` the key is split into S run keys
+        and the state has a leading S axis.
+        """
+        if self.num_seeds is not None:
+            key = jax.random.split(key, self.num_seeds)
+        state = self._jit_init(key)
+        if initial_members is not None:
+            state = self._replace_first_phase(state, self._check_members(state, initial_members), state.key)
+        if self.config.init_members != "random" and not self.config.keep_random:
+            new, key = self._jit_seed(state)
+            return self._jit_solve(self._jit_eval(self._jit_replace_first(state, new, key)))
+        state = self._jit_eval(state)
+        if self.config.init_members != "random":
+            new, key = self._jit_seed(state)
+            state = self._jit_eval(self._jit_add(state, new, key))
+        return self._jit_solve(state)
+
+    def _check_members(self, state: PSROState, members: Sequence[Any]) -> tuple:
+        if self.num_seeds is not None:
+            raise SettingError("initial_members", allowed="only for a single run (num_seeds None)")
+        if len(members) != self.n:
+            raise SettingError(
+                "initial_members", f"{len(members)} members", f"one per player ({self.n})"
+            )
+        out = []
+        for i, m in enumerate(members):
+            ref = mpop.population_get(state.populations[i], 0)
+            m = jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), m, ref)
+            try:
+                mpop._check_structure(state.populations[i], m)
+            except ValueError as err:
+                raise SettingError(f"initial_members[{i}]", allowed=str(err)) from None
+            out.append(m)
+        return tuple(out)
+
     def step(self, state: PSROState) -> PSROState:
-        """One PSRO iteration (oracle, add, evaluate, solve); each phase is a compiled function."""
+        """One PSRO iteration (oracle, add, evaluate, solve)."""
         return self.step_with_info(state)[0]
 
     def step_with_info(self, state: PSROState) -> tuple[PSROState, dict]:
@@ -358,46 +365,45 @@ class PSRO:
             return state
         return jax.tree.map(lambda x: x[seed], state)
 
+    @functools.cache
     def event_names(self) -> tuple[str, ...]:
         """The env's per-agent ``info`` event flags (e.g. ``crashed``), which the meta-game tracks."""
-        env, params = self.game.env, self.game.env_params
-        key = jax.random.key(0)
-
-        def one_step():
-            obs, st = env.reset(key, params)
-            acts = {
-                a: self.game.policy(i)(self.game.member_init(key, i), obs[a], key)
-                for i, a in enumerate(env.agents)
-            }
-            return env.step_no_reset(key, st, acts, params)[-1]
-
-        info = jax.eval_shape(one_step)
-        return tuple(sorted(rollout._event_names(info, env.agents)))
+        return self.evaluation.event_names()
 
     def meta_strategies(self, state: PSROState) -> tuple[jax.Array, ...]:
         """Per player, the meta-strategy over its live members."""
         counts = [int(c) for c in state.counts]
         return tuple(state.meta_strategy[i, : counts[i]] for i in range(self.n))
 
+    def metrics(self, state: PSROState, info: dict | None = None) -> dict[str, Any]:
+        """``psro.metrics.iteration_metrics`` of a (single-run) state."""
+        from psro.metrics import iteration_metrics  # metrics reads a PSRO; no import back
 
-def solve_phase(solver: Callable, solver_kwargs: dict, state: PSROState) -> PSROState:
-    """The meta-solve of a run state: ``solver`` (a registered solver's callable) on the empirical
-    meta-game over the live slots, warm-started from the current meta-strategy. Pure and jittable;
-    also used by the host-env loop (``psro.host``)."""
+        return iteration_metrics(self, state, info)
+
+
+def solve_phase(solver: str, solver_kwargs, state: PSROState) -> PSROState:
+    """The meta-solve of a run state through the solver registry (``solvers.solve_result``: a
+    registered solver returning a plain tuple works, host inputs are validated): ``solver`` on
+    the empirical meta-game over the live slots, warm-started from the current meta-strategy.
+    Pure and jittable for a jittable solver."""
     n = state.meta_strategy.shape[0]
     cap = state.meta_strategy.shape[1]
     masks = tuple(jnp.arange(cap) < state.populations[i].count for i in range(n))
     init = tuple(state.meta_strategy[i] for i in range(n))
     key, sub = jax.random.split(state.key)
-    res = solver(
+    res = solvers.solve_result(
+        solver,
         state.metagame.mean,
         mgame.variances(state.metagame),
         mask=masks,
         init=init,
         key=sub,
-        **solver_kwargs,
+        **dict(solver_kwargs),
     )
-    sigma = jnp.stack([jnp.where(m, s, 0.0) for s, m in zip(res.strategies, masks, strict=True)])
+    sigma = jnp.stack(
+        [jnp.where(m, jnp.asarray(s), 0.0) for s, m in zip(res.strategies, masks, strict=True)]
+    )
     return state.replace(
         meta_strategy=sigma.astype(state.meta_strategy.dtype),
         gap=jnp.asarray(res.gap, jnp.float32),
@@ -405,14 +411,18 @@ def solve_phase(solver: Callable, solver_kwargs: dict, state: PSROState) -> PSRO
     )
 
 
-def _check_symmetric(env: MultiAgentEnv) -> None:
+def _check_symmetric(env) -> None:
     """A shared population needs two players with the same spaces."""
     if env.num_agents != 2:
-        raise ValueError(f"symmetric=True needs a two-player game; {env!r} has {env.num_agents}")
+        raise SettingError(
+            "symmetric", True, f"needs a two-player game; {env!r} has {env.num_agents}"
+        )
     a, b = env.agents
     for what in ("observation_space", "action_space"):
         sa, sb = getattr(env, what)(a), getattr(env, what)(b)
         if sa != sb:
-            raise ValueError(
-                f"symmetric=True needs equal {what.replace('_', ' ')}s; {a!r} has {sa}, {b!r} has {sb}"
+            raise SettingError(
+                "symmetric",
+                True,
+                f"needs equal {what.replace('_', ' ')}s; {a!r} has {sa}, {b!r} has {sb}",
             )

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from psro import metagame as mgame
+from psro.games import full_game_strategies
 from psro import solvers
 
 _RAE_GAP_KEYS = ("gamma", "eps", "outcome_variance", "normalize")
@@ -108,11 +109,12 @@ def iteration_metrics(psro, state, info: dict | None = None) -> dict[str, Any]:
             out[f"event/{name}/{a}"] = float((w * np.asarray(table[i], np.float64)).sum())
 
     params = psro.game.env_params
-    if getattr(params, "payoffs", None) is not None and psro.config.oracle == "exact":
-        from psro.games import full_game_strategies
-
+    if psro.game.kind == "matrix" and getattr(params, "payoffs", None) is not None:
         table = np.asarray(params.payoffs, np.float64)
-        dists = tuple(np.asarray(d, np.float64) for d in full_game_strategies(psro.game, state))
+        dists = tuple(
+            np.asarray(d, np.float64)
+            for d in full_game_strategies(psro.game, state.populations, state.meta_strategy)
+        )
         out["full/nash_conv"] = float(solvers.nash_conv(table, dists))
         if psro.config.solver == "rae":
             hyper = {k: v for k, v in psro.config.solver_kwargs.items() if k in _RAE_GAP_KEYS}
