@@ -203,6 +203,7 @@ class PSRO:
             _check_symmetric(game.env)
         check_seeding(game, config.init_members, config.seeding_settings)
         self.evaluation = evaluation_for(game, config.episodes)
+        self._event_names = self.evaluation.event_names()  # eagerly: a host probe steps the env
         compiled = not game.is_host
 
         def compile_phase(fn, jit=True):
@@ -365,10 +366,9 @@ class PSRO:
             return state
         return jax.tree.map(lambda x: x[seed], state)
 
-    @functools.cache
     def event_names(self) -> tuple[str, ...]:
         """The env's per-agent ``info`` event flags (e.g. ``crashed``), which the meta-game tracks."""
-        return self.evaluation.event_names()
+        return self._event_names
 
     def meta_strategies(self, state: PSROState) -> tuple[jax.Array, ...]:
         """Per player, the meta-strategy over its live members."""

@@ -42,3 +42,9 @@ def unbatched(fn: Callable) -> Callable:
         return out, jax.tree.map(lambda _: True, out)
 
     return call
+
+
+# LAPACK calls one matrix at a time even under vmap.
+top_eigenvalue = unbatched(lambda q: jnp.linalg.eigvalsh(q)[-1])
+lstsq = unbatched(lambda a, b: jnp.linalg.lstsq(a, b)[0])
+solve = unbatched(lambda a, b: jnp.linalg.solve(a, b))

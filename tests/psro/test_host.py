@@ -1,4 +1,5 @@
-"""HostPSRO: PSRO on a PettingZoo env through envs.from_pettingzoo (host rollouts, jitted policies).
+"""PSRO on a host PettingZoo env (psro.games.pettingzoo_game): the one loop, host evaluation and
+the ppo oracle's host path (host rollouts, jitted policies).
 
 The cheap env is the project's own rock-paper-scissors exported with ``envs.to_pettingzoo`` and
 plugged back in with ``from_pettingzoo``, so the host path can be checked against the JAX path on
@@ -15,22 +16,30 @@ import numpy as np
 import pytest
 
 import envs
+from envs.settings import SettingError
+from marl import networks, rollout
 from marl import ppo as mppo
-from marl import rollout
+from psro import games
 from psro import metagame as mgame
-from psro.host import HostPSRO, HostPSROConfig
+from psro.loop import PSRO, PSROConfig
 
 RPS = "matrix/rock_paper_scissors"
-TINY_PPO = {"num_envs": 2, "num_steps": 8, "total_updates": 2, "hidden": 8}
+TINY_PPO = {"num_envs": 2, "num_steps": 8, "total_updates": 2}
 
 
 def rps_factory(max_steps: int = 1):
     return functools.partial(envs.to_pettingzoo, RPS, max_steps=max_steps)
 
 
-def biased(host: HostPSRO, player: int, logits, seed: int = 0):
+def host_psro(factory, hidden=8, **config) -> PSRO:
+    """PSRO with the ppo oracle on a host game."""
+    config.setdefault("oracle", "ppo")
+    return PSRO(games.pettingzoo_game(factory, hidden=hidden), PSROConfig(**config))
+
+
+def biased(host: PSRO, player: int, logits, seed: int = 0):
     """A member whose policy is (almost exactly) softmax(logits), whatever it observes."""
-    params = host.trainers[player].init_params(jax.random.key(seed))
+    params = host.game.member_init(jax.random.key(seed), player)
     params["actor_out"]["kernel"] = jnp.zeros_like(params["actor_out"]["kernel"])
     params["actor_out"]["bias"] = jnp.asarray(logits, jnp.float32)
     return params
@@ -40,9 +49,8 @@ def test_payoff_table_matches_the_jax_evaluation():
     """The cell HostPSRO fills on the host equals the JAX env's run_episodes of the same members,
     within sampling error (repeated 2-round game, non-trivial mixed members)."""
     E = 400
-    host = HostPSRO(
-        rps_factory(max_steps=2),
-        HostPSROConfig(capacity=2, solver="uniform", episodes=E, ppo=TINY_PPO, progress=False),
+    host = host_psro(
+        rps_factory(max_steps=2), capacity=2, solver="uniform", episodes=E, oracle_kwargs=TINY_PPO
     )
     members = [biased(host, 0, [1.5, 0.0, 0.0]), biased(host, 1, [0.0, 0.0, 1.0])]
     state = host.init(jax.random.key(3), initial_members=members)
@@ -51,7 +59,7 @@ def test_payoff_table_matches_the_jax_evaluation():
     assert float(state.metagame.count[0, 0]) == E
 
     env, params = envs.make(RPS, max_steps=2)
-    pol = host.policy(0)
+    pol = host.game.policy(0)
     out = rollout.run_episodes(
         env,
         params,
@@ -73,31 +81,31 @@ def test_payoff_table_matches_the_jax_evaluation():
 def test_best_response_beats_the_meta_strategy():
     """Against an opponent that mostly plays rock, the host PPO best response learns paper: its
     cell is worth far more than the initial member's."""
-    cfg = HostPSROConfig(
+    host = host_psro(
+        rps_factory(),
+        hidden=16,
         capacity=2,
         solver="nash",
         solver_kwargs={"method": "lp"},  # exact, on the host (no solver compilation)
         jit_solver=False,
         episodes=48,
-        warm_start="scratch",
-        ppo={
+        oracle_kwargs={
+            "warm_start": "scratch",
             "num_envs": 2,
             "num_steps": 16,
             "total_updates": 10,
-            "hidden": 16,
             "lr": 2e-2,
             "ent_coef": 0.0,
         },
-        progress=False,
     )
-    host = HostPSRO(rps_factory(), cfg)
     rock = biased(host, 1, [3.0, 0.0, 0.0])  # p(rock) = 0.91
     state = host.init(jax.random.key(0), initial_members=[biased(host, 0, [0, 0, 0]), rock])
     state, info = host.step_with_info(state)
     curve = info["oracle"][0]["episode_return_mean"]
     assert curve.shape == (10,) and np.all(np.isfinite(curve))
     params = jax.tree.map(lambda x: x[1], state.populations[0].params)  # the new member
-    logits, _ = host.trainers[0].apply(params, jnp.zeros((7,)).at[6].set(1.0))
+    apply = networks.apply_fn(networks.actor_critic_graphdef(7, 3, 16))
+    logits, _ = apply(params, jnp.zeros((7,)).at[6].set(1.0))
     assert int(jnp.argmax(logits)) == 1  # paper
 
     mean = np.asarray(state.metagame.mean)
@@ -112,9 +120,8 @@ def test_best_response_beats_the_meta_strategy():
 def test_seeds_determine_the_run_and_masks_follow_the_counts():
     """The key decides everything: the same host object run twice from one seed gives bitwise the
     same state (no hidden state carried between runs: env lanes are reseeded), another seed not."""
-    host = HostPSRO(
-        rps_factory(max_steps=2),
-        HostPSROConfig(capacity=4, solver="uniform", episodes=4, ppo=TINY_PPO, progress=False),
+    host = host_psro(
+        rps_factory(max_steps=2), capacity=4, solver="uniform", episodes=4, oracle_kwargs=TINY_PPO
     )
     a = host.step(host.init(jax.random.key(0)))
     b = host.step(host.init(jax.random.key(0)))
@@ -139,29 +146,28 @@ def test_seeds_determine_the_run_and_masks_follow_the_counts():
 
 
 def test_bad_input_is_rejected_with_a_clear_error():
-    with pytest.raises(ValueError, match="unknown solver 'nope'.*rae"):
-        HostPSROConfig(solver="nope")
-    with pytest.raises(ValueError, match="ppo has no setting 'lrr'"):
-        HostPSROConfig(ppo={"lrr": 1.0})
-    with pytest.raises(ValueError, match="no hyperparameter 'gama'"):
-        HostPSROConfig(solver="rae", solver_kwargs={"gama": 1.0})
-    with pytest.raises(ValueError, match="warm_start"):
-        HostPSROConfig(warm_start="best_guess")
-    with pytest.raises(TypeError, match="factory must be a callable"):
-        HostPSRO("matrix/rock_paper_scissors")
+    with pytest.raises(SettingError, match="num_seeds = 2: needs a compiled JAX env"):
+        PSRO(games.pettingzoo_game(rps_factory(), hidden=8), PSROConfig(oracle="ppo"), num_seeds=2)
+    with pytest.raises(SettingError, match="oracle = 'exact': does not support host games"):
+        PSRO(games.pettingzoo_game(rps_factory(), hidden=8), PSROConfig(oracle="exact"))
+    with pytest.raises(SettingError, match="init_members = 'self_play': needs a compiled"):
+        host_psro(rps_factory(), init_members="self_play")
+    with pytest.raises(SettingError, match="pettingzoo = 'no_colon'"):
+        games.pettingzoo_game("no_colon")
+    with pytest.raises(SettingError, match="module 'no_such_pkg.x' could not be imported"):
+        games.pettingzoo_game("no_such_pkg.x:parallel_env")
 
     from pettingzoo.classic import rps_v2  # Discrete observations: not for an MLP policy
 
     with pytest.raises(TypeError, match="flat observation; 'player_0'"):
-        HostPSRO(rps_v2.parallel_env, HostPSROConfig(progress=False))
+        games.pettingzoo_game(rps_v2.parallel_env)
 
-    host = HostPSRO(
-        rps_factory(),
-        HostPSROConfig(capacity=2, solver="uniform", episodes=2, ppo=TINY_PPO, progress=False),
+    host = host_psro(
+        rps_factory(), capacity=2, solver="uniform", episodes=2, oracle_kwargs=TINY_PPO
     )
-    with pytest.raises(ValueError, match="initial_members has 1 entries"):
+    with pytest.raises(SettingError, match="initial_members = '1 members'"):
         host.init(jax.random.key(0), initial_members=[biased(host, 0, [0, 0, 0])])
-    with pytest.raises(ValueError, match=r"initial_members\[1\]"):
+    with pytest.raises(SettingError, match=r"initial_members\[1\]"):
         host.init(jax.random.key(0), initial_members=[biased(host, 0, [0, 0, 0]), {"w": 1.0}])
     state = host.step(host.init(jax.random.key(0)))
     with pytest.raises(ValueError, match="population is full"):
