@@ -323,11 +323,13 @@ class PSRO:
         out = []
         for i, m in enumerate(members):
             ref = mpop.population_get(state.populations[i], 0)
-            m = jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), m, ref)
             try:
+                m = jax.tree.map(lambda x, r: jnp.asarray(x, r.dtype), m, ref)
                 mpop._check_structure(state.populations[i], m)
-            except ValueError as err:
-                raise SettingError(f"initial_members[{i}]", allowed=str(err)) from None
+            except (TypeError, ValueError) as err:
+                raise SettingError(
+                    f"initial_members[{i}]", allowed=f"must be shaped as player {i}'s members: {err}"
+                ) from None
             out.append(m)
         return tuple(out)
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from psro.solvers.settings import check_traceable_number
 from psro.solvers.simplex import project_simplex, uniform
 from psro.solvers.validation import joint_live as _joint_live
 from psro.solvers.validation import validate_inputs
@@ -24,8 +25,6 @@ __all__ = ["check_risk", "utilities"]
 def check_risk(gamma, eps) -> None:
     """``gamma`` a finite number ``>= 0`` and ``eps`` in ``[0, 1]`` (arrays element by element;
     traced values are skipped); raises :class:`envs.settings.SettingError`."""
-    from psro.solvers.settings import check_traceable_number
-
     check_traceable_number("gamma", gamma, lo=0.0)
     check_traceable_number("eps", eps, lo=0.0, hi=1.0)
 
