@@ -1,26 +1,34 @@
 """Compare meta-solvers on one game: PSRO with each, over several seeds, then cross-play.
 
-    python -m experiments.compare SPEC [--seeds 3] [--iterations N] [--out runs]
+    python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N] [--out runs]
     python -m experiments.compare RUN_FOLDER --render    # re-make a finished run's table/figure
 
-``SPEC`` is a YAML file (see ``experiments/configs/compare_*.yaml``)::
+``SPEC`` is an ``experiments.config`` config (one schema for ``run`` and ``compare``): the base
+experiment, a ``compare`` section and named ``variants``, each a set of overrides of the same
+schema merged onto the base (nested mappings merge key by key) and validated by the same code
+(see ``experiments/configs/compare_*.yaml``)::
 
     name: trust_dilemma
+    seed: 0
     env: {name: trust_dilemma, overrides: {}}
     game: {kind: network, hidden: 32}
-    seed: 0
-    seeds: 3
-    iterations: 6
-    psro: {capacity: 8, episodes: 32, oracle: ppo, oracle_kwargs: {total_updates: 40}}
-    variants:                     # each: solver, solver_kwargs, and oracle_kwargs merged on top
-      rae:     {solver: rae, solver_kwargs: {gamma: 2.0, eps: 0.2},
-                oracle_kwargs: {objective: mean_variance, gamma_risk: 0.05, opponent_eps: 0.2}}
-      nash:    {solver: nash}
-      uniform: {solver: uniform}
-    metrics: [event/caught_stag, event/mauled, event/foraged]    # event rates to report
-    per_step: [event/speed]       # optional: float info fields, as per-step means (see below)
-    strips: 1                     # optional: example episodes per variant, as PNG strips
-    strip_every: 2                # optional: keep every n-th frame of a strip (default 1)
+    psro: {iterations: 6, capacity: 8, episodes: 32, oracle: ppo,
+           oracle_kwargs: {total_updates: 40}}
+    compare:
+      seeds: 3
+      crossplay_episodes: 32
+      metrics: [event/caught_stag, event/mauled, event/foraged]   # event rates to report
+      per_step: [event/speed]     # optional: float info fields, as per-step means (see below)
+      strips: 1                   # optional: example episodes per variant, as PNG strips
+      strip_every: 2              # optional: keep every n-th frame of a strip (default 1)
+    variants:
+      rae:     {psro: {solver: rae, solver_kwargs: {gamma: 2.0, eps: 0.2},
+                       oracle_kwargs: {objective: mean_variance, gamma_risk: 0.05,
+                                       opponent_eps: 0.2}}}
+      nash:    {psro: {solver: nash}}
+      uniform: {psro: {solver: uniform}}
+
+    python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N]
 
 Each variant runs all seeds as one compiled program (``PSRO(num_seeds=S)``). Reported per
 variant, as the mean over seeds with a 95% confidence interval (Student t): the return mean and
@@ -73,21 +81,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 from scipy import stats
 from tqdm import tqdm
 
 from marl import population as mpop
 from marl import rollout
 from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
-from psro import games, metrics
+from envs.settings import SettingError
+from experiments import config as xcfg
+from psro import metrics
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
-
-_SPEC_KEYS = {
-    "name", "env", "game", "seed", "seeds", "iterations", "psro", "variants", "metrics",
-    "crossplay_episodes", "per_step", "strips", "strip_every", "eval_episodes", "ratios",
-}  # fmt: skip
-
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -95,79 +98,40 @@ class Variant:
     config: PSROConfig
 
 
-def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"compare spec: {key}={value!r} is not valid; allowed: {allowed}")
-
-
-def load_spec(path: str | os.PathLike, **overrides: Any) -> dict:
-    """Read and validate a comparison spec (see the module docstring); errors name the key."""
-    with open(path) as f:
-        spec = yaml.safe_load(f)
-    if not isinstance(spec, dict):
-        _fail("<root>", type(spec).__name__, "a mapping")
-    spec.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(spec) - _SPEC_KEYS)
-    if unknown:
-        _fail(unknown[0], spec[unknown[0]], ", ".join(sorted(_SPEC_KEYS)))
-    for key in ("seeds", "iterations", "strip_every", "eval_episodes", "crossplay_episodes"):
-        v = spec.get(key, 1)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            _fail(key, v, "a positive integer")
-    strips = spec.get("strips", 0)
-    if not isinstance(strips, int) or isinstance(strips, bool) or strips < 0:
-        _fail("strips", strips, "a non-negative integer")
-    per_step = spec.get("per_step", [])
-    if not isinstance(per_step, list) or not all(
-        isinstance(n, str) and n.startswith("event/") for n in per_step
-    ):
-        _fail("per_step", per_step, "a list of event names, e.g. [event/speed]")
-    if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
-        _fail("variants", spec.get("variants"), "a non-empty mapping name -> settings")
-    ratios = spec.get("ratios", {})
-    if not isinstance(ratios, dict) or not set(ratios) <= {"metric", "of"}:
-        _fail(
-            "ratios", ratios, "a mapping with keys metric (e.g. event/crashed) and of (a variant)"
-        )
-    if ratios:
-        if not str(ratios.get("metric", "")).startswith(("event/", "return_", "per_step/")):
-            _fail("ratios.metric", ratios.get("metric"), "a reported metric, e.g. event/crashed")
-        if ratios.get("of") not in spec["variants"]:
-            _fail("ratios.of", ratios.get("of"), ", ".join(spec["variants"]))
-    kind = spec.get("game", {}).get("kind", "network")
-    if kind not in ("network", "matrix"):
-        _fail("game.kind", kind, "network, matrix")
-    return spec
+def load_spec(
+    path: str | os.PathLike, overrides: list[str] | tuple = (), **shorthands: Any
+) -> dict:
+    """Read and validate a comparison spec: an ``experiments.config`` config (the base) whose
+    ``variants`` are named overrides of the same schema and whose ``compare`` section holds this
+    command's settings. Every variant is validated too. Returns the resolved config as a dict;
+    errors are ``ConfigError`` naming the dotted key. ``shorthands``: ``seeds`` and
+    ``iterations`` (``compare.seeds``, ``psro.iterations``) when not None."""
+    dots = list(overrides)
+    if shorthands.get("seeds") is not None:
+        dots.append(f"compare.seeds={shorthands['seeds']}")
+    if shorthands.get("iterations") is not None:
+        dots.append(f"psro.iterations={shorthands['iterations']}")
+    cfg = xcfg.load_config(path, dots)
+    if not cfg.variants:
+        raise xcfg.ConfigError("variants", {}, "a non-empty mapping name -> overrides")
+    for name in cfg.variants:
+        xcfg.variant_config(cfg, name)
+    return xcfg.to_dict(cfg)
 
 
 def build(spec: dict) -> tuple[PSROGame, list[Variant]]:
     """The game and the variants' ``PSROConfig``s (validated before any work)."""
-    env_spec = spec.get("env", {})
-    game_spec = spec.get("game", {})
-    overrides = env_spec.get("overrides", {}) or {}
-    if game_spec.get("kind", "network") == "matrix":
-        game = games.matrix_game(env_spec["name"], **overrides)
-    else:
-        game = games.network_game(env_spec["name"], hidden=game_spec.get("hidden", 64), **overrides)
-    base = dict(spec.get("psro", {}))
-    base_oracle = base.pop("oracle_kwargs", {}) or {}
+    cfg = xcfg.config_from_dict(spec)
+    game = xcfg.build_game(cfg)
     variants = []
-    for name, v in spec["variants"].items():
-        v = dict(v or {})
-        oracle_kwargs = {**base_oracle, **(v.pop("oracle_kwargs", {}) or {})}
-        if "hidden" not in oracle_kwargs and base.get("oracle", "exact") == "ppo":
-            oracle_kwargs["hidden"] = game_spec.get("hidden", 64)
-        merged = {**base, **v, "oracle_kwargs": oracle_kwargs}
-        if merged.get("init_members", "random") != "random":  # the seeded member's width
-            merged["init_kwargs"] = {
-                "hidden": game_spec.get("hidden", 64),
-                **(merged.get("init_kwargs") or {}),
-            }
+    for name in cfg.variants:
+        vcfg = xcfg.variant_config(cfg, name)
+        pcfg = xcfg.psro_config(vcfg)
         try:
-            cfg = PSROConfig(**merged)
-            PSRO(game, cfg)  # the checks that need the game (no compilation)
-        except TypeError as err:
-            raise ValueError(f"compare spec: variants.{name}: {err}") from None
-        variants.append(Variant(name, cfg))
+            PSRO(game, pcfg)  # the checks that need the game (no compilation)
+        except SettingError as err:
+            raise xcfg.ConfigError.of(err, f"variants.{name}.psro") from None
+        variants.append(Variant(name, pcfg))
     return game, variants
 
 
@@ -235,10 +199,20 @@ def _per_step_name(event: str) -> str:
     return "per_step/" + event.removeprefix("event/")
 
 
+def _compare_section(spec: dict) -> dict:
+    """The ``compare`` settings of a spec (also of a compare.json written before the one
+    schema, whose settings were top-level keys)."""
+    return spec.get("compare", spec)
+
+
 def report_names(spec: dict) -> list[str]:
     """The metric columns of the tables and figure: ``metrics``, then any ``per_step`` not in it."""
-    names = list(spec.get("metrics", []))
-    names += [_per_step_name(e) for e in spec.get("per_step", []) if _per_step_name(e) not in names]
+    names = list(_compare_section(spec).get("metrics", []))
+    names += [
+        _per_step_name(e)
+        for e in _compare_section(spec).get("per_step", [])
+        if _per_step_name(e) not in names
+    ]
     return names
 
 
@@ -337,7 +311,7 @@ def run_comparison(
     ``strip_dir``: where to save the spec's ``strips`` (none are made without it)."""
     t_start = time.perf_counter()
     game, variants = build(spec)
-    per_step = list(spec.get("per_step", []))
+    per_step = list(spec["compare"]["per_step"])
     if per_step:  # check the fields exist before any work (tracing one step, no compilation)
         have = {f"event/{n}" for n in PSRO(game, variants[0].config).event_names()}
         missing = [e for e in per_step if e not in have]
@@ -346,8 +320,8 @@ def run_comparison(
                 f"compare spec: per_step names {missing[0]!r}, but the env reports no such "
                 f"per-agent info field (have: {sorted(have)})"
             )
-    seeds, iterations = spec.get("seeds", 3), spec.get("iterations", 5)
-    key = jax.random.key(spec.get("seed", 0))
+    seeds, iterations = spec["compare"]["seeds"], spec["psro"]["iterations"]
+    key = jax.random.key(spec["seed"])
     finals: dict[str, list[PSROState]] = {}
     per_seed: dict[str, list[dict]] = {}
     timings: dict[str, float] = {}
@@ -382,7 +356,7 @@ def run_comparison(
         summary[name] = {k: _ci([m[k] for m in per_seed[name]]) for k in keys}
 
     cross: dict[str, dict[str, tuple[float, float]]] = {}
-    episodes = spec.get("crossplay_episodes", 32)
+    episodes = spec["compare"]["crossplay_episodes"]
     for a in names:
         for b in names:
             vals = [
@@ -396,8 +370,8 @@ def run_comparison(
             ]
             cross[f"{a}|{b}"] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
     heldout = {}
-    if spec.get("eval_episodes"):  # fresh episodes: the meta-game's own cells chose the strategy
-        n_eval = spec["eval_episodes"]
+    if spec["compare"]["eval_episodes"]:  # fresh episodes: the meta-game's own cells chose the strategy
+        n_eval = spec["compare"]["eval_episodes"]
         for name in names:
             vals = [
                 add_per_step(
@@ -430,13 +404,13 @@ def run_comparison(
             "devices": [d.device_kind for d in jax.devices()],
         },
     }
-    if strip_dir is not None and spec.get("strips", 0):
+    if strip_dir is not None and spec["compare"]["strips"]:
         results["strips"] = {
             name: [
                 str(p)
                 for p in strips(
-                    game, finals[name][0], Path(strip_dir), name, spec["strips"],
-                    spec.get("strip_every", 1), seed=spec.get("seed", 0),
+                    game, finals[name][0], Path(strip_dir), name, spec["compare"]["strips"],
+                    spec["compare"]["strip_every"], seed=spec["seed"],
                 )
             ]
             for name in names
@@ -451,7 +425,7 @@ def ratios(spec: dict, per_seed: dict, names: list[str], heldout: bool) -> dict:
     all agents (``"B/of (all agents)"``), each with a 95% bootstrap interval that resamples each
     variant's seeds (10,000 resamples, fixed seed; ``inf`` where a resampled denominator is 0).
     Empty without the key."""
-    want = spec.get("ratios") or {}
+    want = _compare_section(spec).get("ratios") or {}
     if not want:
         return {}
     base = ("heldout/" if heldout else "") + want["metric"] + "/"
@@ -520,7 +494,7 @@ def markdown(results: dict, metric_names: list[str]) -> str:
     if results.get("heldout"):
         hcols = ["return_mean", "return_var", *metric_names]
         lines += _table(
-            f"Held-out evaluation of the same meta-strategies: {results['spec']['eval_episodes']} "
+            f"Held-out evaluation of the same meta-strategies: {_compare_section(results['spec'])['eval_episodes']} "
             "fresh episodes per member pair, weighted by the meta-strategies (the table above "
             "uses the meta-game's own episodes, the ones the solver chose on):",
             ["variant", *hcols],
@@ -624,6 +598,7 @@ def render(run_dir: str | os.PathLike) -> str:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="the comparison spec (YAML), or a run folder with --render")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the spec")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--out", default="runs")
@@ -635,9 +610,9 @@ def main(argv: list[str] | None = None) -> Path:
     if args.render:
         print(render(args.spec))
         return Path(args.spec)
-    spec = load_spec(args.spec, seeds=args.seeds, iterations=args.iterations)
+    spec = load_spec(args.spec, args.overrides, seeds=args.seeds, iterations=args.iterations)
     build(spec)  # validate everything before any work
-    out = new_run_dir(args.out, f"compare-{spec.get('name', 'run')}")
+    out = new_run_dir(args.out, f"compare-{spec['name']}")
     results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
     table = _write_outputs(out, results)
     print(table)
@@ -646,4 +621,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    try:
+        main()
+    except xcfg.ConfigError as err:  # a bad spec: one line, exit code 2
+        print(err, file=sys.stderr)
+        sys.exit(2)

@@ -1,37 +1,43 @@
-"""Experiment configs: YAML files plus Hydra-style dotted overrides, validated into frozen dataclasses.
+"""Experiment configs: one typed schema for ``experiments.run`` and ``experiments.compare``.
 
-Library: **OmegaConf** (structured configs). The dataclasses below are the schema: OmegaConf merges
-the YAML file and the command line's ``dotted.key=value`` overrides (``OmegaConf.from_dotlist``)
-onto them, rejects unknown keys and values of the wrong type with the full dotted key, resolves
-``${...}`` interpolations (e.g. the PPO oracle's ``opponent_eps: ${psro.solver_kwargs.eps}``, so a
-sweep over ``solver.eps`` moves both), and instantiates the frozen dataclasses. It is what Hydra is
-built on, so the override syntax is the one researchers already type, without Hydra's working
-directory and logging takeover (we own the run folder). pydantic would validate as well but has no
-dotted overrides or interpolation; plain argparse/yaml would mean writing all of that by hand.
+Library: **OmegaConf** (structured configs). The frozen dataclasses below are the schema:
+OmegaConf merges the YAML file and the command line's ``dotted.key=value`` overrides onto them,
+rejects unknown keys and values of the wrong type with the full dotted key, resolves ``${...}``
+interpolations (e.g. the PPO oracle's ``opponent_eps: ${psro.solver_kwargs.eps}``, so a sweep
+over ``solver.eps`` moves both), and instantiates the dataclasses. It is what Hydra is built on,
+so the override syntax is the one researchers already type, without Hydra's working directory
+and logging takeover (we own the run folder).
 
-Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``)::
+Schema (``experiments/configs/*.yaml``; every key optional except the env)::
 
     name: stag_hunt            # run folder prefix: runs/<name>-<UTC timestamp>/
     seed: 0                    # the one seed of the run
+    plugins: []                # modules imported before validation (may register envs, solvers,
+                               # oracles), e.g. [my_package.my_envs]
     env:
       name: matrix/stag_hunt   # envs.registered(), or matrix/random_zero_sum etc. (below)
       overrides: {}            # envs.make(name, **overrides)
+      # or a PettingZoo env, stepped on the host (members are networks):
+      # pettingzoo: "pettingzoo.classic.rps_v2:parallel_env"
+      # kwargs: {max_cycles: 5}          # the factory's keyword arguments
+      # max_episode_steps: 10000         # a safety cap per episode
     game:
-      kind: matrix             # matrix (members are pure actions) | network (actor-critic members)
-      hidden: 64               # network width (network games)
-    psro:
+      kind: auto               # matrix (members are pure actions) | network (actor-critic
+                               # members) | auto: matrix for a matrix game with an oracle that
+                               # supports matrix games, else network
+      hidden: 64               # network width of the members (network games)
+    psro:                      # psro.loop.PSROConfig, plus the stop rules
       iterations: 10
-      capacity: null           # members per player; null: iterations + 1
+      capacity: null           # members per player; null: iterations + the initial members
       episodes: 16             # episodes per meta-game cell
       solver: rae              # psro.solvers.names()
-      solver_kwargs: {}
+      solver_kwargs: {}        # the solver's settings dataclass
       oracle: exact            # psro.oracles.names()
-      oracle_kwargs: {}
+      oracle_kwargs: {}        # the oracle's settings dataclass
       jit_solver: true
       symmetric: false         # one shared population (symmetric two-player games)
-      init_members: random     # random | self_play (adds a prosocial self-play convention)
-                               # | imitation (adds a clone of one of the env's scripted policies)
-      init_kwargs: {}          # self_play: PPOConfig fields; imitation: policy + ImitationConfig
+      init_members: random     # random | self_play | imitation (see PSROConfig)
+      init_kwargs: {}          # self_play: SelfPlaySettings; imitation: ImitationSettings
       keep_random: true        # false: the seeded member replaces the random initial one
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
@@ -42,6 +48,17 @@ Schema (``experiments/configs/*.yaml``; every key optional except ``env.name``):
       tensorboard: true
       figures: true
       progress: true
+    compare:                   # experiments.compare only (see there)
+      seeds: 3
+      crossplay_episodes: 32
+      metrics: []
+      per_step: []
+      strips: 0
+      strip_every: 1
+      eval_episodes: null
+      ratios: {}
+    variants: {}               # experiments.compare: name -> overrides of this schema, e.g.
+                               # rae: {psro: {solver: rae, solver_kwargs: {gamma: 2.0}}}
 
 Overrides: ``psro.iterations=20``, ``env.overrides.max_steps=5``; ``solver.X=v`` and
 ``oracle.X=v`` are shorthands for ``psro.solver_kwargs.X=v`` and ``psro.oracle_kwargs.X=v``.
@@ -51,11 +68,12 @@ Random matrix games: ``matrix/random_zero_sum``, ``matrix/random_general_sum`` a
 ``size`` -- an int for a square two-player game or a list of action counts -- and ``seed``, plus
 the usual matrix-game settings such as ``max_steps``).
 
-Validation happens in ``load_config`` / ``build`` before any work: a bad config raises
-``ConfigError`` (a ``ValueError``) naming the dotted key, the value and what is allowed. The
-solver, oracle, oracle settings and PPO values are checked by the registries and dataclasses that
-own them (``psro.solvers``, ``psro.oracles.check_settings``, ``marl.ppo.PPOConfig``,
-``psro.loop.PSROConfig``, ``envs.make``); this module only attributes their errors to a key.
+**Validation** lives in the dataclass that owns each setting: each section here checks its own
+fields (``check``), and the solver's, oracle's and seeded member's settings are checked by their
+own settings dataclasses through ``psro.loop.PSROConfig``; all raise
+``envs.settings.SettingError`` with the field's key, which the section above prefixes with its
+path. ``load_config`` / ``build`` raise ``ConfigError`` (a ``SettingError``) naming the dotted
+key, the value and what is allowed, before any work.
 
     from experiments.config import load_config, build
     cfg = load_config("experiments/configs/rae_stag_hunt.yaml", ["psro.iterations=4"])
@@ -65,13 +83,14 @@ own them (``psro.solvers``, ``psro.oracles.check_settings``, ``marl.ppo.PPOConfi
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigKeyError,
     InterpolationResolutionError,
@@ -81,8 +100,16 @@ from omegaconf.errors import (
 
 import envs
 from envs import matrix
+from envs.settings import (
+    SettingError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+)
 
 __all__ = [
+    "CompareSection",
     "ConfigError",
     "EnvSection",
     "ExperimentConfig",
@@ -90,25 +117,40 @@ __all__ = [
     "PSROSection",
     "RunSection",
     "build",
+    "build_game",
     "config_from_dict",
     "load_config",
+    "psro_config",
     "to_dict",
     "to_yaml",
+    "variant_config",
 ]
 
-GAME_KINDS = ("matrix", "network")
+GAME_KINDS = ("auto", "matrix", "network")
+_NO_VALUE = object()
 
 
-class ConfigError(ValueError):
-    """A bad config value: ``key`` (dotted), ``value`` and the message saying what is allowed."""
+class ConfigError(SettingError):
+    """A bad config value: ``key`` (dotted), ``value`` and ``allowed`` (what would be accepted)."""
 
-    def __init__(self, key: str, value: Any, message: str):
-        self.key, self.value = key, value
-        shown = "" if value is _NO_VALUE else f" = {value!r}"
-        super().__init__(f"config error at {key}{shown}: {message}")
+    def __init__(self, key: str, value: Any = _NO_VALUE, allowed: str = ""):
+        if value is _NO_VALUE:
+            super().__init__(key, allowed=allowed)
+        else:
+            super().__init__(key, value, allowed)
+        self.args = (f"config error at {self}",)
 
+    def __str__(self) -> str:
+        return self.args[0] if self.args and str(self.args[0]).startswith("config error at ") \
+            else super().__str__()  # fmt: skip
 
-_NO_VALUE = object()  # a ConfigError about a key with no value to show (unknown or missing key)
+    @classmethod
+    def of(cls, err: SettingError, prefix: str = "") -> ConfigError:
+        """``err`` (a ``SettingError`` keyed below ``prefix``) as a ``ConfigError``."""
+        err = err.under(prefix)
+        if isinstance(err, ConfigError):
+            return err
+        return cls(err.key, err.value if err.has_value else _NO_VALUE, err.allowed)
 
 
 def _freeze(obj: Any) -> Any:
@@ -125,18 +167,49 @@ def _freeze(obj: Any) -> Any:
 # ------------------------------------------------------------------------------------- schema
 @dataclasses.dataclass(frozen=True)
 class EnvSection:
-    """``env``: a registered env name and its ``envs.make`` overrides."""
+    """``env``: a registered JAX env (``name`` and its ``envs.make`` ``overrides``) or a
+    PettingZoo env (``pettingzoo: "package.module:factory"``, its ``kwargs`` and a
+    ``max_episode_steps`` safety cap)."""
 
-    name: str = MISSING
+    name: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pettingzoo: str | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_episode_steps: int = 10_000
+
+    def check(self) -> None:
+        if (self.name is None) == (self.pettingzoo is None):
+            raise SettingError(
+                "name",
+                allowed="a value is required: set env.name (a registered env) or env.pettingzoo "
+                '("package.module:factory"), not both',
+            )
+        if self.name is not None:
+            check_choice("name", self.name, envs.registered())
+            if self.kwargs:
+                raise SettingError("kwargs", dict(self.kwargs), "only used with env.pettingzoo")
+        else:
+            if not re.fullmatch(r"[\w.]+:[\w.]+", self.pettingzoo):
+                raise SettingError(
+                    "pettingzoo", self.pettingzoo, 'must look like "package.module:factory"'
+                )
+            if self.overrides:
+                raise SettingError(
+                    "overrides", dict(self.overrides), "only used with env.name (use env.kwargs)"
+                )
+        check_int("max_episode_steps", self.max_episode_steps, lo=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class GameSection:
-    """``game``: what the members are (``psro.games.matrix_game`` or ``network_game``)."""
+    """``game``: what the members are (``psro.games``) and their network width."""
 
-    kind: str = "matrix"
+    kind: str = "auto"
     hidden: int = 64
+
+    def check(self) -> None:
+        check_choice("kind", self.kind, GAME_KINDS)
+        check_int("hidden", self.hidden, lo=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +232,50 @@ class PSROSection:
     gap_threshold: float | None = None
 
     @property
+    def initial_members(self) -> int:
+        return 1 if self.init_members == "random" or not self.keep_random else 2
+
+    @property
     def slots(self) -> int:
-        """The population capacity actually used (``capacity``, or ``iterations + 1`` plus one
-        for a seeded initial member: self-play or imitation)."""
-        initial = 1 if self.init_members == "random" or not self.keep_random else 2
-        return self.capacity if self.capacity is not None else self.iterations + initial
+        """The population capacity actually used (``capacity``, or ``iterations`` plus the
+        initial members)."""
+        return self.capacity if self.capacity is not None else self.iterations + self.initial_members
+
+    def check(self) -> None:
+        check_int("iterations", self.iterations, lo=0)
+        if self.capacity is not None:
+            check_int("capacity", self.capacity, lo=2)
+            if self.capacity < self.iterations + self.initial_members:
+                raise SettingError(
+                    "capacity",
+                    self.capacity,
+                    f"too small for psro.iterations={self.iterations}: each iteration adds a "
+                    f"member per player after the {self.initial_members} initial one(s), so it "
+                    f"must be >= {self.iterations + self.initial_members} (or null)",
+                )
+        if self.time_budget_s is not None:
+            check_number("time_budget_s", self.time_budget_s, lo=0.0, lo_open=True)
+        if self.gap_threshold is not None:
+            check_number("gap_threshold", self.gap_threshold, lo=0.0)
+        self.loop_config()  # the loop's own checks (solver, oracle, seeding settings)
+
+    def loop_config(self):
+        """The ``psro.loop.PSROConfig`` (``SettingError`` keyed by its field)."""
+        from psro.loop import PSROConfig
+
+        return PSROConfig(
+            capacity=max(self.slots, 2),
+            solver=self.solver,
+            solver_kwargs=dict(self.solver_kwargs),
+            oracle=self.oracle,
+            oracle_kwargs=dict(self.oracle_kwargs),
+            episodes=self.episodes,
+            jit_solver=self.jit_solver,
+            symmetric=self.symmetric,
+            init_members=self.init_members,
+            init_kwargs=dict(self.init_kwargs),
+            keep_random=self.keep_random,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,17 +289,101 @@ class RunSection:
     figures: bool = True
     progress: bool = True
 
+    def check(self) -> None:
+        if not self.out_dir:
+            raise SettingError("out_dir", self.out_dir, "must be a non-empty path")
+        check_int("checkpoint_every", self.checkpoint_every, lo=1)
+        check_int("keep_checkpoints", self.keep_checkpoints, lo=1)
+        for name in ("tensorboard", "figures", "progress"):
+            check_bool(name, getattr(self, name))
+
+
+_METRIC_PREFIXES = ("event/", "return_", "per_step/")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareSection:
+    """``compare``: the settings of ``experiments.compare`` (see its docstring)."""
+
+    seeds: int = 3
+    crossplay_episodes: int = 32
+    metrics: list[str] = dataclasses.field(default_factory=list)
+    per_step: list[str] = dataclasses.field(default_factory=list)
+    strips: int = 0
+    strip_every: int = 1
+    eval_episodes: int | None = None
+    ratios: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def check(self) -> None:
+        check_int("seeds", self.seeds, lo=1)
+        check_int("crossplay_episodes", self.crossplay_episodes, lo=1)
+        check_int("strips", self.strips, lo=0)
+        check_int("strip_every", self.strip_every, lo=1)
+        if self.eval_episodes is not None:
+            check_int("eval_episodes", self.eval_episodes, lo=1)
+        for i, name in enumerate(self.per_step):
+            if not name.startswith("event/"):
+                raise SettingError(
+                    f"per_step[{i}]", name, "an event name, e.g. event/speed (a float info field)"
+                )
+        for i, name in enumerate(self.metrics):
+            if not name.startswith(_METRIC_PREFIXES):
+                raise SettingError(
+                    f"metrics[{i}]", name, "a reported metric: event/..., per_step/... or return_..."
+                )
+        if self.ratios:
+            unknown = sorted(set(self.ratios) - {"metric", "of"})
+            if unknown or set(self.ratios) != {"metric", "of"}:
+                raise SettingError(
+                    "ratios", dict(self.ratios), "a mapping with exactly the keys metric and of"
+                )
+            if not str(self.ratios["metric"]).startswith(_METRIC_PREFIXES):
+                raise SettingError(
+                    "ratios.metric", self.ratios["metric"], "a reported metric, e.g. event/crashed"
+                )
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment (see the module docstring for the YAML layout)."""
+    """One experiment, or the base of a comparison (see the module docstring)."""
 
     name: str = "experiment"
     seed: int = 0
+    plugins: list[str] = dataclasses.field(default_factory=list)
     env: EnvSection = dataclasses.field(default_factory=EnvSection)
     game: GameSection = dataclasses.field(default_factory=GameSection)
     psro: PSROSection = dataclasses.field(default_factory=PSROSection)
     run: RunSection = dataclasses.field(default_factory=RunSection)
+    compare: CompareSection = dataclasses.field(default_factory=CompareSection)
+    variants: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ConfigError(
+                "name",
+                self.name,
+                "must be non-empty and use only letters, digits, '_', '-', '.' (it names the "
+                "run folder)",
+            )
+        check_int_cfg("seed", self.seed, 0, 2**32 - 1, "must be in [0, 2**32 - 1] (jax.random.key "
+                      "wraps larger seeds onto smaller ones)")  # fmt: skip
+        for section in ("env", "game", "run", "compare", "psro"):
+            try:
+                getattr(self, section).check()
+            except SettingError as err:
+                raise ConfigError.of(err, section) from None
+        if self.compare.ratios and self.compare.ratios["of"] not in self.variants:
+            raise ConfigError(
+                "compare.ratios.of", self.compare.ratios["of"], f"one of the variants: "
+                f"{', '.join(self.variants) or '(none)'}"
+            )
+        if self.env.pettingzoo is not None and self.game.kind == "matrix":
+            raise ConfigError("game.kind", "matrix", "a PettingZoo env's members are networks")
+
+
+def check_int_cfg(key: str, value: Any, lo: int, hi: int, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(key, value, allowed)
 
 
 # ------------------------------------------------------------------------------------- random games
@@ -232,9 +428,7 @@ _SHORTHANDS = {"solver.": "psro.solver_kwargs.", "oracle.": "psro.oracle_kwargs.
 
 def _expand_override(item: str) -> str:
     if "=" not in item:
-        raise ConfigError(
-            item, _NO_VALUE, "overrides look like dotted.key=value (e.g. psro.iterations=20)"
-        )
+        raise ConfigError(item, allowed="overrides look like dotted.key=value (e.g. psro.iterations=20)")
     for short, full in _SHORTHANDS.items():
         if item.startswith(short):
             return full + item[len(short) :]
@@ -258,12 +452,10 @@ def _omegaconf_error(err: OmegaConfBaseException) -> ConfigError:
         allowed = _schema_keys(ExperimentConfig, key)
         hint = msg.split(". ", 1)[1] + " " if ". Did you mean" in msg else ""
         return ConfigError(
-            key,
-            _NO_VALUE,
-            f"unknown key. {hint}Allowed keys here: {', '.join(allowed) or '(none)'}",
+            key, allowed=f"unknown key. {hint}Allowed keys here: {', '.join(allowed) or '(none)'}"
         )
     if isinstance(err, MissingMandatoryValue):
-        return ConfigError(key, _NO_VALUE, "a value is required")
+        return ConfigError(key, allowed="a value is required")
     if isinstance(err, InterpolationResolutionError):
         return ConfigError(key, None, f"interpolation failed: {msg}")
     value = getattr(err, "value", None)
@@ -273,17 +465,40 @@ def _omegaconf_error(err: OmegaConfBaseException) -> ConfigError:
     return ConfigError(key, value, msg)
 
 
+def import_plugins(plugins: Any) -> None:
+    """Import the ``plugins`` modules (they may register envs, solvers and oracles)."""
+    if plugins is None:
+        return
+    if isinstance(plugins, str) or not isinstance(plugins, Sequence):
+        raise ConfigError("plugins", plugins, "a list of module names, e.g. [my_package.my_envs]")
+    for i, name in enumerate(plugins):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name):
+            raise ConfigError(f"plugins[{i}]", name, "a module name, e.g. my_package.my_envs")
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"plugins[{i}]", name, f"could not be imported: {err}") from None
+
+
 def _structured(raw: DictConfig | Mapping, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    dots = [_expand_override(o) for o in overrides]
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
-        dots = [_expand_override(o) for o in overrides]
-        if dots:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dots))
-        cfg = _freeze(OmegaConf.to_object(merged))
+        plain = OmegaConf.merge(OmegaConf.create(_plain(raw) if isinstance(raw, Mapping) else raw),
+                                OmegaConf.from_dotlist(dots) if dots else {})  # fmt: skip
+        plugins = OmegaConf.to_container(plain).get("plugins")
     except OmegaConfBaseException as err:
         raise _omegaconf_error(err) from None
-    validate(cfg)
-    return cfg
+    import_plugins(plugins)  # before validation: they may register what the config names
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
+        if dots:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dots))
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _omegaconf_error(err) from None
+    except SettingError as err:
+        raise ConfigError.of(err) from None
+    return _freeze(cfg)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -329,200 +544,98 @@ def to_yaml(cfg: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
 
 
-# ------------------------------------------------------------------------------------- validation
-def _check(cond: bool, key: str, value: Any, message: str) -> None:
-    if not cond:
-        raise ConfigError(key, value, message)
+def variant_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The base config ``cfg`` with variant ``name``'s overrides merged on (nested mappings merge
+    key by key), validated by the same schema; errors are keyed ``variants.<name>.<key>``."""
+    if name not in cfg.variants:
+        raise ConfigError("variants", name, f"one of {', '.join(cfg.variants) or '(none)'}")
+    over = _plain(cfg.variants[name] or {})
+    if not isinstance(over, dict):
+        raise ConfigError(f"variants.{name}", over, "a mapping of overrides of the config schema")
+    base = to_dict(cfg)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), base, over)
+        out = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        e = _omegaconf_error(err)
+        raise ConfigError.of(e, f"variants.{name}") from None
+    except SettingError as err:
+        raise ConfigError.of(err, f"variants.{name}") from None
+    for section in ("env", "game"):
+        if getattr(out, section) != getattr(cfg, section):
+            raise ConfigError(
+                f"variants.{name}.{section}", allowed="variants share the env and game (compare "
+                "plays their populations against each other)"
+            )
+    return _freeze(out)
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Range and cross-field checks that the schema's types cannot express (``ConfigError``)."""
-    _check(
-        bool(re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name)),
-        "name",
-        cfg.name,
-        "must be non-empty and use only letters, digits, '_', '-', '.' (it names the run folder)",
-    )
-    _check(
-        0 <= cfg.seed < 2**32,
-        "seed",
-        cfg.seed,
-        "must be in [0, 2**32 - 1] (jax.random.key wraps larger seeds onto smaller ones)",
-    )
-    _check(
-        cfg.env.name in envs.registered(),
-        "env.name",
-        cfg.env.name,
-        f"unknown env; registered envs: {', '.join(envs.registered())}",
-    )
-    _check(cfg.game.kind in GAME_KINDS, "game.kind", cfg.game.kind, f"must be one of {GAME_KINDS}")
-    _check(cfg.game.hidden >= 1, "game.hidden", cfg.game.hidden, "must be >= 1")
-    p = cfg.psro
-    _check(p.iterations >= 0, "psro.iterations", p.iterations, "must be >= 0")
-    _check(p.episodes >= 1, "psro.episodes", p.episodes, "must be >= 1")
-    if p.capacity is not None:
-        _check(
-            p.capacity >= p.iterations + 1,
-            "psro.capacity",
-            p.capacity,
-            f"too small for psro.iterations={p.iterations}: each iteration adds a member per "
-            f"player after the initial one, so it must be >= {p.iterations + 1} (or null)",
-        )
-    _check(
-        p.time_budget_s is None or p.time_budget_s > 0,
-        "psro.time_budget_s",
-        p.time_budget_s,
-        "must be > 0 seconds, or null for no wall-clock budget",
-    )
-    _check(
-        p.gap_threshold is None or p.gap_threshold >= 0,
-        "psro.gap_threshold",
-        p.gap_threshold,
-        "must be >= 0, or null for no threshold",
-    )
-    r = cfg.run
-    _check(r.checkpoint_every >= 1, "run.checkpoint_every", r.checkpoint_every, "must be >= 1")
-    _check(r.keep_checkpoints >= 1, "run.keep_checkpoints", r.keep_checkpoints, "must be >= 1")
-    _check(bool(r.out_dir), "run.out_dir", r.out_dir, "must be a non-empty path")
-
-
+# ------------------------------------------------------------------------------------- building
 def psro_config(cfg: ExperimentConfig):
-    """The ``psro.loop.PSROConfig`` of ``cfg``, its errors attributed to a key (``ConfigError``)."""
-    from marl import ppo as mppo
-    from psro import oracles, solvers
-    from psro.loop import PSROConfig
+    """The ``psro.loop.PSROConfig`` of ``cfg`` (``ConfigError`` keyed ``psro.<field>``)."""
+    try:
+        return cfg.psro.loop_config()
+    except SettingError as err:
+        raise ConfigError.of(err, "psro") from None
 
-    p = cfg.psro
-    try:
-        solvers.get(p.solver)
-    except ValueError as err:
-        raise ConfigError("psro.solver", p.solver, str(err)) from None
-    try:
-        oracles.get(p.oracle)
-    except ValueError as err:
-        raise ConfigError("psro.oracle", p.oracle, str(err)) from None
-    okw = dict(p.oracle_kwargs)
-    for name, value in okw.items():
-        try:
-            oracles.check_settings(p.oracle, {name: value})
-        except ValueError as err:
-            raise ConfigError(f"psro.oracle_kwargs.{name}", value, str(err)) from None
-    if p.oracle == "ppo":
-        if cfg.game.kind != "network":
-            raise ConfigError(
-                "game.kind", cfg.game.kind, "the ppo oracle trains networks: use game.kind=network"
-            )
-        hidden = okw.setdefault("hidden", cfg.game.hidden)
-        _check(
-            hidden == cfg.game.hidden,
-            "psro.oracle_kwargs.hidden",
-            hidden,
-            f"must equal game.hidden={cfg.game.hidden} (the oracle trains the game's members)",
-        )
-        ppo_kw = {k: v for k, v in okw.items() if k not in ("warm_start", "opponent_eps")}
-        try:
-            mppo.PPOConfig(**ppo_kw)
-        except (TypeError, ValueError) as err:
-            raise ConfigError("psro.oracle_kwargs", ppo_kw, str(err)) from None
-    from psro.loop import INIT_MEMBERS
 
-    _check(
-        p.init_members in INIT_MEMBERS,
-        "psro.init_members",
-        p.init_members,
-        f"one of {', '.join(INIT_MEMBERS)}",
-    )
-    _check(
-        p.keep_random or p.init_members != "random",
-        "psro.keep_random",
-        p.keep_random,
-        "false needs a seeded member to start from: set psro.init_members to self_play or "
-        "imitation",
-    )
-    if p.init_members != "random":
-        if cfg.game.kind != "network":
-            raise ConfigError(
-                "game.kind",
-                cfg.game.kind,
-                f"init_members={p.init_members} trains a network: use network",
-            )
-        ikw = dict(p.init_kwargs)
-        ikw.setdefault("hidden", cfg.game.hidden)
-        check = (
-            oracles.check_self_play_settings
-            if p.init_members == "self_play"
-            else oracles.check_imitation_settings
-        )
-        try:
-            check(ikw)
-        except (TypeError, ValueError) as err:
-            raise ConfigError("psro.init_kwargs", dict(p.init_kwargs), str(err)) from None
-    elif p.init_kwargs:
-        raise ConfigError(
-            "psro.init_kwargs",
-            dict(p.init_kwargs),
-            "only used with psro.init_members=self_play or imitation",
-        )
-    if p.oracle == "exact" and cfg.game.kind != "matrix":
-        raise ConfigError(
-            "game.kind", cfg.game.kind, "the exact oracle needs a matrix game: use game.kind=matrix"
-        )
-    try:
-        return PSROConfig(
-            capacity=p.slots,
-            solver=p.solver,
-            solver_kwargs=dict(p.solver_kwargs),
-            oracle=p.oracle,
-            oracle_kwargs=okw,
-            episodes=p.episodes,
-            jit_solver=p.jit_solver,
-            symmetric=p.symmetric,
-            init_members=p.init_members,
-            keep_random=p.keep_random,
-            init_kwargs=(
-                {"hidden": cfg.game.hidden, **p.init_kwargs} if p.init_members != "random" else {}
-            ),
-        )
-    except solvers.UnknownHyperparameterError as err:
-        m = re.search(r"no hyperparameter '([^']+)'", str(err))
-        key = f"psro.solver_kwargs.{m.group(1)}" if m else "psro.solver_kwargs"
-        value = p.solver_kwargs.get(m.group(1), _NO_VALUE) if m else dict(p.solver_kwargs)
-        raise ConfigError(key, value, str(err)) from None
-    except ValueError as err:
-        raise ConfigError("psro", None, str(err)) from None
+def game_kind(cfg: ExperimentConfig) -> str:
+    """``game.kind`` with ``auto`` resolved (see the module docstring)."""
+    if cfg.game.kind != "auto":
+        return cfg.game.kind
+    if cfg.env.pettingzoo is not None:
+        return "network"
+    from psro import oracles
+
+    matrix_oracle = "matrix" in oracles.get(cfg.psro.oracle).game_kinds
+    _, params = envs.make(cfg.env.name, **dict(cfg.env.overrides))
+    return "matrix" if matrix_oracle and getattr(params, "payoffs", None) is not None else "network"
 
 
 def build_game(cfg: ExperimentConfig):
     """The ``PSROGame`` of ``cfg`` (``ConfigError`` for a bad env, override or game kind)."""
     from psro import games
 
+    if cfg.env.pettingzoo is not None:
+        try:
+            return games.pettingzoo_game(
+                cfg.env.pettingzoo,
+                hidden=cfg.game.hidden,
+                max_episode_steps=cfg.env.max_episode_steps,
+                progress=cfg.run.progress,
+                **dict(cfg.env.kwargs),
+            )
+        except SettingError as err:
+            raise ConfigError.of(err, "env") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError("env.pettingzoo", cfg.env.pettingzoo, str(err)) from None
     overrides = dict(cfg.env.overrides)
     try:
-        if cfg.game.kind == "matrix":
-            return games.matrix_game(cfg.env.name, **overrides)
-        return games.network_game(cfg.env.name, hidden=cfg.game.hidden, **overrides)
+        env, params = envs.make(cfg.env.name, **overrides)
     except envs.UnknownEnvError as err:
         raise ConfigError("env.name", cfg.env.name, str(err)) from None
     except (TypeError, ValueError) as err:
-        key = "game.kind" if "not a matrix game" in str(err) else "env.overrides"
-        value = cfg.game.kind if key == "game.kind" else overrides
-        raise ConfigError(key, value, str(err)) from None
+        raise ConfigError("env.overrides", overrides, str(err)) from None
+    kind = game_kind(cfg)
+    if kind == "matrix":
+        if getattr(params, "payoffs", None) is None:
+            raise ConfigError(
+                "game.kind", cfg.game.kind, f"{cfg.env.name} is not a matrix game: use network"
+            )
+        return games.matrix_game(env, params)
+    try:
+        return games.network_game(env, params, hidden=cfg.game.hidden)
+    except (TypeError, ValueError) as err:
+        raise ConfigError("game.kind", cfg.game.kind, str(err)) from None
 
 
-def build(cfg: ExperimentConfig):
+def build(cfg: ExperimentConfig, num_seeds: int | None = None):
     """``(game, psro)`` for ``cfg``: every check that needs the registries, no computation."""
     from psro.loop import PSRO
 
     pcfg = psro_config(cfg)
     game = build_game(cfg)
     try:
-        return game, PSRO(game, pcfg)
-    except (TypeError, ValueError) as err:
-        if "scripted policy" in str(err):
-            raise ConfigError(
-                "psro.init_kwargs.policy", cfg.psro.init_kwargs.get("policy"), str(err)
-            ) from None
-        key = "psro.symmetric" if cfg.psro.symmetric else "psro"
-        raise ConfigError(
-            key, cfg.psro.symmetric if cfg.psro.symmetric else _NO_VALUE, str(err)
-        ) from None
+        return game, PSRO(game, pcfg, num_seeds=num_seeds)
+    except SettingError as err:
+        raise ConfigError.of(err, "psro") from None
