@@ -20,8 +20,10 @@ from psro.solvers.registry import (
     UnknownHyperparameterError,
     UnknownSolverError,
     get,
+    make_settings,
     names,
     register,
+    settings_class,
     solve,
     solve_result,
     uniform,
@@ -37,10 +39,12 @@ __all__ = [
     "deviation_payoffs",
     "expected_payoffs",
     "get",
+    "make_settings",
     "names",
     "nash_conv",
     "rae_gap",
     "register",
+    "settings_class",
     "solve",
     "solve_result",
     "uniform",
@@ -50,9 +54,9 @@ __all__ = [
 
 
 def rae_gap(payoffs, sigma, variances=None, **hyper):
-    """The RAE gap of ``sigma`` (re-exported from :func:`psro.solvers.rae.rae_gap`; see rae.md).
+    """The RAE gap of ``sigma`` (re-exported from :func:`psro.solvers.rae.rae_gap`; see ``docs/rae.md``).
 
-    Imported on first call, so this package imports even while ``rae`` is unavailable.
+    Imported on first call, so importing this package stays light.
     """
     from psro.solvers.rae import rae_gap as _rae_gap
 

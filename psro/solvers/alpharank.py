@@ -22,21 +22,54 @@ is not a Nash solver, the gap is reported so every solver carries the same certi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from envs.settings import check_bool, check_int
 from psro.solvers.nash_conv import live_masks, nash_conv
 from psro.solvers.result import SolverResult
-from psro.solvers.unbatched import unbatched
+from psro.solvers.settings import SolverSettings, check_traceable_number, coerce, resolve
+from psro.solvers.unbatched import solve as unbatched_solve
 
 # one matrix at a time even under vmap (see psro.solvers.unbatched)
-_solve = unbatched(jnp.linalg.solve)
+_solve = unbatched_solve
 
-__all__ = ["alpharank", "fixation_probability"]
+__all__ = ["AlphaRankSettings", "alpharank", "fixation_probability"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaRankSettings(SolverSettings):
+    """Hyperparameters of :func:`alpharank` (``alpha``, ``m`` and ``teleport`` may be traced).
+
+    Attributes:
+        alpha: ranking intensity (traceable), in units of the normalised payoffs.
+        m: population size of the fixation probability (traceable).
+        teleport: probability of a jump to a uniformly random live profile (traceable).
+        normalize: rescale each player's payoffs to unit range over live cells (static).
+        max_profiles: refuse games with more joint profiles than this (static).
+    """
+
+    traceable: ClassVar[tuple[str, ...]] = ("alpha", "m", "teleport")
+
+    alpha: Any = 100.0
+    m: Any = 50.0
+    teleport: Any = 1e-6
+    normalize: bool = True
+    max_profiles: int = 2048
+
+    def __post_init__(self):
+        check_traceable_number("alpha", self.alpha, lo=0.0, lo_open=True)
+        check_traceable_number("m", self.m, lo=0.0, lo_open=True)
+        check_traceable_number("teleport", self.teleport, lo=0.0, hi=1.0)
+        check_bool("normalize", self.normalize)
+        check_int("max_profiles", self.max_profiles, lo=1)
+        coerce(self, (), ("max_profiles",))
+
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -60,17 +93,7 @@ def fixation_probability(x: jax.Array, m: float) -> jax.Array:
 
 
 def alpharank(
-    payoffs: jax.Array,
-    variances: jax.Array | None = None,
-    *,
-    mask: Sequence[jax.Array] | None = None,
-    init: Sequence[jax.Array] | None = None,
-    key: jax.Array | None = None,
-    alpha: float = 100.0,
-    m: float = 50.0,
-    teleport: float = 1e-6,
-    normalize: bool = True,
-    max_profiles: int = 2048,
+    payoffs, variances=None, *, mask=None, init=None, key=None, settings=None, **hyper
 ) -> SolverResult:
     """alpha-Rank marginals for an n-player game (see the module docs). Jittable.
 
@@ -78,11 +101,8 @@ def alpharank(
         payoffs: ``(n, K_1, ..., K_n)`` payoff tensor.
         variances, init, key: unused; part of the common signature.
         mask: ``None`` or ``n`` boolean arrays ``(K_i,)``; masked strategies get exactly zero mass.
-        alpha: ranking intensity (traceable), in units of the normalised payoffs.
-        m: population size of the fixation probability (traceable).
-        teleport: probability of a jump to a uniformly random live profile (traceable).
-        normalize: rescale each player's payoffs to unit range over live cells (static).
-        max_profiles: refuse games with more joint profiles than this (static).
+        settings: an :class:`AlphaRankSettings` (``None``: the defaults).
+        **hyper: fields of :class:`AlphaRankSettings` (they override ``settings``).
 
     Returns:
         :class:`SolverResult` with the marginals, ``gap`` = their NashConv and ``info["pi"]``, the
@@ -96,6 +116,8 @@ def alpharank(
         [0.0, 1.0]
     """
     del variances, init, key
+    st = resolve(AlphaRankSettings, settings, hyper, "alpharank")
+    max_profiles = st.max_profiles
     payoffs = jnp.asarray(payoffs)
     if not jnp.issubdtype(payoffs.dtype, jnp.floating):
         payoffs = payoffs.astype(jnp.result_type(float))
@@ -106,7 +128,7 @@ def alpharank(
             "(the chain is dense); raise max_profiles if you have the memory"
         )
     masks = live_masks(payoffs, mask)
-    return _alpharank(payoffs, masks, alpha, m, teleport, normalize=bool(normalize))
+    return _alpharank(payoffs, masks, st.alpha, st.m, st.teleport, normalize=st.normalize)
 
 
 @functools.partial(jax.jit, static_argnames=("normalize",))

@@ -47,12 +47,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.settings import (
+    SettingError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    from_mapping,
+)
 from psro.solvers.lemke_howson import dominate_masked, lemke_howson, lh_tableaux
 from psro.solvers.nash_conv import (
     expected_payoffs,
@@ -61,9 +70,9 @@ from psro.solvers.nash_conv import (
     pad_strategies,
     uniform_strategies,
 )
-from psro.solvers.rae import rae
+from psro.solvers.rae import RAESettings, rae
 from psro.solvers.result import SolverResult
-from psro.solvers.settings import SolverSettings, resolve
+from psro.solvers.settings import SolverSettings, check_traceable_number, coerce, resolve
 from psro.solvers.simplex import project_simplex as _project
 
 __all__ = [
@@ -96,6 +105,82 @@ class NashSettings(SolverSettings):
     """Hyperparameters of :func:`nash` (``restart_beta`` may be traced; the rest are static).
 
     Attributes:
+        method: ``"auto"`` (default), ``"lp"``, ``"pdhg"``, ``"lemke_howson"`` or ``"rae"`` -- see
+            the module docs.
+        zero_sum: ``None`` to detect, or ``True``/``False`` to declare (two players only).
+            Declaring ``True`` solves the zero-sum part ``(payoffs[0] - payoffs[1]) / 2``.
+        iterations: iteration count of the jittable method (``pdhg``: default 3000; ``rae``: its
+            own default), ``>= 1``.
+        check_every: ``pdhg`` -- iterations between restart checks.
+        restart_beta: ``pdhg`` -- restart when the candidate's NashConv is at most this fraction of
+            the NashConv at the last restart, in ``[0, 1]`` (traceable).
+        restarts: ``rae`` -- number of restarts (its own default when ``None``).
+        max_pivots: ``lemke_howson`` -- bound on pivots per label (default ``4 (m+n) + 16``).
+        lh_tol: ``auto`` -- largest relative NashConv of the Lemke-Howson profile accepted before
+            falling back to ``rae``.
+        rae_options: further fields of :class:`~psro.solvers.rae.RAESettings` (static values),
+            e.g. ``{"gap_iterations": 200}``; ``gamma`` and ``eps`` are fixed at 0.
+    """
+
+    traceable: ClassVar[tuple[str, ...]] = ("restart_beta",)
+
+    method: str = "auto"
+    zero_sum: bool | None = None
+    iterations: int | None = None
+    check_every: int = 10
+    restart_beta: Any = 0.5
+    restarts: int | None = None
+    max_pivots: int | None = None
+    lh_tol: float = 1e-5
+    rae_options: dict | None = None
+
+    def __post_init__(self):
+        check_choice("method", self.method, _METHODS)
+        if self.zero_sum is not None:
+            check_bool("zero_sum", self.zero_sum)
+        for name in ("iterations", "restarts", "max_pivots"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), lo=1)
+        check_int("check_every", self.check_every, lo=1)
+        check_traceable_number("restart_beta", self.restart_beta, lo=0.0, hi=1.0)
+        check_number("lh_tol", self.lh_tol, lo=0.0)
+        if self.rae_options is not None:
+            if not isinstance(self.rae_options, Mapping):
+                raise SettingError("rae_options", self.rae_options, "must be a mapping or null")
+            bad = {"gamma", "eps", "mask", "init", "key"} & set(self.rae_options)
+            if bad:
+                raise SettingError(
+                    "rae_options", self.rae_options, f"may not set {', '.join(sorted(bad))}"
+                )
+        self.rae_settings()  # checks the options
+        coerce(self, ("lh_tol",), ("iterations", "restarts", "max_pivots", "check_every"))
+
+    def rae_settings(self) -> RAESettings:
+        """The :class:`RAESettings` of ``method="rae"``: ``gamma = eps = 0``, ``iterations`` and
+        ``restarts`` when set, and ``rae_options``."""
+        kw: dict[str, Any] = {}
+        if self.iterations is not None:
+            kw["iterations"] = self.iterations
+        if self.restarts is not None:
+            kw["restarts"] = self.restarts
+        kw.update(self.rae_options or {})
+        try:
+            return from_mapping(RAESettings, {**kw, "gamma": 0.0, "eps": 0.0})
+        except SettingError as err:
+            raise err.under("rae_options") from None
+
+
+def nash(
+    payoffs, variances=None, *, mask=None, init=None, key=None, settings=None, **hyper
+) -> SolverResult:
+    """Nash equilibrium (exact for zero-sum two-player games, approximate otherwise).
+
+    Args:
+        payoffs: ``(n, K_1, ..., K_n)`` payoff tensor.
+        variances: ignored (Nash is risk-neutral); accepted for the common solver signature.
+        mask: ``None`` or ``n`` boolean arrays ``(K_i,)``; masked strategies get exactly zero mass.
+        init: ``None`` or ``n`` mixed strategies ``(K_i,)`` to warm-start from (``pdhg``, ``rae``).
+        key: PRNG key, used by ``rae`` for its restarts.
         settings: a :class:`NashSettings` (``None``: the defaults).
         **hyper: fields of :class:`NashSettings` (they override ``settings``).
 
@@ -113,16 +198,10 @@ class NashSettings(SolverSettings):
         >>> float(r.gap) < 1e-5
         True
     """
-
     del variances
     s = resolve(NashSettings, settings, hyper, "nash")
-    method, zero_sum, iterations = s.method, s.zero_sum, s.iterations
-    restart_beta, check_every, max_pivots, lh_tol = (
-        s.restart_beta,
-        s.check_every,
-        s.max_pivots,
-        s.lh_tol,
-    )
+    method, zero_sum, iterations, lh_tol = s.method, s.zero_sum, s.iterations, s.lh_tol
+    restart_beta, check_every, max_pivots = s.restart_beta, s.check_every, s.max_pivots
     payoffs = jnp.asarray(payoffs)
     if not jnp.issubdtype(payoffs.dtype, jnp.floating):
         payoffs = payoffs.astype(jnp.result_type(float))
@@ -223,7 +302,7 @@ def _lh_result(payoffs, masks, *, max_pivots):
 
     a, _ = unit(payoffs[0])
     b, _ = unit(payoffs[1])
-    # Masked strategies become strictly dominated, so no equilibrium of the padded game uses them.
+    # Masked strategies become strictly dominated: no equilibrium of the padded game uses them.
     a, b = dominate_masked(a, b, m1, m2)
     labels = jnp.arange(k1 + k2)
     xs, ys, _ = jax.vmap(lambda lab: lemke_howson(a, b, lab, max_pivots=max_pivots))(labels)

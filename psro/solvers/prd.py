@@ -20,12 +20,14 @@ profile, in the game's units.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from envs.settings import check_bool, check_int
 from psro.solvers.nash_conv import (
     deviation_payoffs,
     live_masks,
@@ -34,22 +36,45 @@ from psro.solvers.nash_conv import (
     uniform_strategies,
 )
 from psro.solvers.result import SolverResult
+from psro.solvers.settings import SolverSettings, check_traceable_number, coerce, resolve
 
-__all__ = ["prd"]
+__all__ = ["PRDSettings", "prd"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PRDSettings(SolverSettings):
+    """Hyperparameters of :func:`prd` (``dt`` and ``floor`` may be traced; the rest are static).
+
+    Attributes:
+        iterations: number of steps (static).
+        dt: step size (traceable), in units of the normalised payoffs (``dt <= 1`` keeps every
+            step inside the simplex before the floor).
+        floor: projection floor of live entries (traceable; OpenSpiel's ``prd_gamma``).
+        average_last: average the last this many iterates (static); ``None`` averages all of them
+            (OpenSpiel's default), ``1`` returns the last iterate.
+        normalize: rescale each player's payoffs to unit range over live cells first (static).
+    """
+
+    traceable: ClassVar[tuple[str, ...]] = ("dt", "floor")
+
+    iterations: int = 10_000
+    dt: Any = 0.1
+    floor: Any = 1e-10
+    average_last: int | None = None
+    normalize: bool = True
+
+    def __post_init__(self):
+        check_int("iterations", self.iterations, lo=1)
+        check_traceable_number("dt", self.dt, lo=0.0, lo_open=True)
+        check_traceable_number("floor", self.floor, lo=0.0, hi=1.0, hi_open=True)
+        if self.average_last is not None:
+            check_int("average_last", self.average_last, lo=1)
+        check_bool("normalize", self.normalize)
+        coerce(self, (), ("iterations", "average_last"))
 
 
 def prd(
-    payoffs: jax.Array,
-    variances: jax.Array | None = None,
-    *,
-    mask: Sequence[jax.Array] | None = None,
-    init: Sequence[jax.Array] | None = None,
-    key: jax.Array | None = None,
-    iterations: int = 10_000,
-    dt: float = 0.1,
-    floor: float = 1e-10,
-    average_last: int | None = None,
-    normalize: bool = True,
+    payoffs, variances=None, *, mask=None, init=None, key=None, settings=None, **hyper
 ) -> SolverResult:
     """Projected replicator dynamics for n-player games (jittable; fixed ``iterations``).
 
@@ -59,13 +84,8 @@ def prd(
         mask: ``None`` or ``n`` boolean arrays ``(K_i,)``; masked strategies get exactly zero mass.
         init: ``None`` (uniform over live) or ``n`` mixed strategies to start from.
         key: unused (the dynamics is deterministic).
-        iterations: number of steps (static).
-        dt: step size (traceable), in units of the normalised payoffs (``dt <= 1`` keeps every
-            step inside the simplex before the floor).
-        floor: projection floor of live entries (traceable; OpenSpiel's ``prd_gamma``).
-        average_last: average the last this many iterates (static); ``None`` averages all of them
-            (OpenSpiel's default), ``1`` returns the last iterate.
-        normalize: rescale each player's payoffs to unit range over live cells first (static).
+        settings: a :class:`PRDSettings` (``None``: the defaults).
+        **hyper: fields of :class:`PRDSettings` (they override ``settings``).
 
     Returns:
         :class:`SolverResult`; ``gap`` is NashConv, ``info["last_gap"]`` the last iterate's.
@@ -81,21 +101,20 @@ def prd(
     payoffs = jnp.asarray(payoffs)
     if not jnp.issubdtype(payoffs.dtype, jnp.floating):
         payoffs = payoffs.astype(jnp.result_type(float))
-    iterations = int(iterations)
-    if iterations < 1:
-        raise ValueError(f"prd: iterations must be >= 1, got {iterations}")
-    n_avg = iterations if average_last is None else max(1, min(int(average_last), iterations))
+    st = resolve(PRDSettings, settings, hyper, "prd")
+    iterations, average_last = st.iterations, st.average_last
+    n_avg = iterations if average_last is None else min(average_last, iterations)
     masks = live_masks(payoffs, mask)
     init = None if init is None else pad_strategies(init, payoffs.shape[1:])
     return _prd(
         payoffs,
         masks,
         init,
-        dt,
-        floor,
+        st.dt,
+        st.floor,
         iterations=iterations,
         n_avg=n_avg,
-        normalize=bool(normalize),
+        normalize=st.normalize,
     )
 
 

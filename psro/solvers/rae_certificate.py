@@ -214,18 +214,7 @@ def _gap_jit(
     return gaps, uppers, game.out_scale
 
 
-def rae_gap(
-    payoffs,
-    sigma,
-    variances=None,
-    *,
-    mask=None,
-    gamma=1.0,
-    eps=0.1,
-    outcome_variance: bool = True,
-    normalize: bool = True,
-    iterations: int = 2000,
-) -> jax.Array:
+def rae_gap(payoffs, sigma, variances=None, **options) -> jax.Array:
     """The RAE gap ``sum_i [max_x U_i(x, sigma_-i) - U_i(sigma_i, sigma_-i)]`` (a scalar).
 
     The RAE analogue of NashConv: zero exactly at a risk-averse equilibrium, and equal to NashConv
@@ -237,6 +226,9 @@ def rae_gap(
         payoffs: ``(n, K_1, ..., K_n)``.
         sigma: tuple of ``n`` mixed strategies ``(K_i,)`` (shorter ones are zero-padded).
         variances: ``(n, K_1, ..., K_n)`` within-cell outcome variances, or ``None``.
+        **options: ``mask``, ``gamma`` (default 1.0), ``eps`` (0.1), ``outcome_variance``
+            (True), ``normalize`` (True) and ``iterations`` (2000), as in
+            :func:`rae_gap_per_player` (``return_upper`` is not allowed).
 
     Example:
         >>> import jax.numpy as jnp
@@ -247,15 +239,6 @@ def rae_gap(
         >>> float(rae_gap(P, (stag, stag), gamma=2.0, eps=0.2)) > 1e-3
         True
     """
-    g = rae_gap_per_player(
-        payoffs,
-        sigma,
-        variances,
-        mask=mask,
-        gamma=gamma,
-        eps=eps,
-        outcome_variance=outcome_variance,
-        normalize=normalize,
-        iterations=iterations,
-    )
-    return jnp.sum(g)
+    if "return_upper" in options:
+        raise TypeError("rae_gap: return_upper is not an option; use rae_gap_per_player")
+    return jnp.sum(rae_gap_per_player(payoffs, sigma, variances, **options))

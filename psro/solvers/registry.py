@@ -4,7 +4,8 @@ A solver is any callable
 
     fn(payoffs, variances=None, *, mask=None, init=None, key=None, **hyper) -> SolverResult
 
-where ``payoffs`` has shape ``(n_players, K_1, ..., K_n)``, ``variances`` is ``None`` or the same
+(a solver registered with a settings class receives ``settings=<instance>`` instead of the
+hyperparameters as keywords) where ``payoffs`` has shape ``(n_players, K_1, ..., K_n)``, ``variances`` is ``None`` or the same
 shape, ``mask`` is ``None`` or a tuple of ``n`` boolean arrays ``(K_i,)`` (masked strategies must get
 exactly zero mass), ``init`` is ``None`` or a tuple of ``n`` mixed strategies (warm start) and
 ``key`` is ``None`` or a ``jax.random.key``. A solver may also return a plain tuple of strategies;
@@ -13,11 +14,17 @@ exactly zero mass), ``init`` is ``None`` or a tuple of ``n`` mixed strategies (w
 Built in: ``uniform``, ``nash``, ``prd``, ``alpharank`` and ``rae`` (imported lazily from
 :mod:`psro.solvers.rae` on first use, so this module never fails to import because of it).
 
+Settings: every built-in has a frozen settings dataclass (:func:`settings_class`), which checks
+its own values; :func:`make_settings` builds one from a mapping. A user solver registered without
+one gets a generated class whose fields are its keyword parameters other than ``mask``, ``init``
+and ``key`` (read from the signature; unchecked values).
+
 Validation (:func:`solve` / :func:`solve_result`) runs on the host and is skipped for arrays that
 are traced (inside ``jit``/``vmap``): payoff rank and leading axis, matching variance shape, mask and
 init lengths, NaN/inf (``ValueError`` naming the array and the first offending index), unknown
-solver names (:class:`UnknownSolverError`, listing the known ones) and unknown hyperparameters
-(:class:`UnknownHyperparameterError`, naming it and the allowed ones, read from the signature).
+solver names (:class:`UnknownSolverError`, listing the known ones), unknown hyperparameters
+(:class:`UnknownHyperparameterError`, naming it and the allowed ones) and bad values
+(:class:`envs.settings.SettingError` from the settings class).
 
 Example:
     >>> import jax.numpy as jnp
@@ -36,24 +43,29 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from envs.settings import SettingError, field_names, from_mapping
 from psro.solvers.nash_conv import nash_conv, uniform_strategies
 from psro.solvers.result import SolverResult
+from psro.solvers.settings import UniformSettings, UnknownHyperparameterError
+from psro.solvers.validation import validate_inputs
 
 __all__ = [
     "UnknownHyperparameterError",
     "UnknownSolverError",
     "get",
+    "make_settings",
     "names",
     "register",
+    "settings_class",
     "solve",
     "solve_result",
     "uniform",
@@ -71,20 +83,25 @@ class UnknownSolverError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-class UnknownHyperparameterError(TypeError, ValueError):
-    """A hyperparameter the solver does not accept (a ``TypeError`` and a ``ValueError``)."""
-
-
 # name -> callable, or name -> "module:attribute" for lazily imported built-ins
 _REGISTRY: dict[str, Callable[..., Any] | str] = {}
+# name -> settings class (or "module:attribute"); absent: derived from the signature on demand
+_SETTINGS: dict[str, type | str] = {}
+# name -> generated settings class of a solver registered without one (None: takes **kwargs)
+_DERIVED: dict[str, type | None] = {}
 
 
-def register(name: str, fn: Callable[..., Any], *, overwrite: bool = False) -> None:
+def register(
+    name: str, fn: Callable[..., Any], *, settings: type | None = None, overwrite: bool = False
+) -> None:
     """Register ``fn`` under ``name``; a duplicate name is a ``ValueError`` unless ``overwrite``.
 
     Args:
         name: non-empty string.
         fn: a callable with the solver signature (see the module docs).
+        settings: its settings dataclass, or ``None``. With one, :func:`solve_result` calls
+            ``fn(payoffs, variances, mask=, init=, key=, settings=make_settings(name, hyper))``;
+            without, it passes the hyperparameters as keywords.
         overwrite: replace an existing entry (built-ins included).
 
     Example:
@@ -106,7 +123,13 @@ def register(name: str, fn: Callable[..., Any], *, overwrite: bool = False) -> N
         raise ValueError(
             f"a solver named {name!r} is already registered; pass overwrite=True to replace it"
         )
+    if settings is not None and not dataclasses.is_dataclass(settings):
+        raise TypeError(f"settings of solver {name!r} must be a dataclass, got {settings!r}")
     _REGISTRY[name] = fn
+    _SETTINGS.pop(name, None)
+    _DERIVED.pop(name, None)
+    if settings is not None:
+        _SETTINGS[name] = settings
 
 
 def unregister(name: str) -> None:
@@ -114,6 +137,8 @@ def unregister(name: str) -> None:
     if name not in _REGISTRY:
         raise UnknownSolverError(_unknown_message(name))
     del _REGISTRY[name]
+    _SETTINGS.pop(name, None)
+    _DERIVED.pop(name, None)
 
 
 def names() -> list[str]:
@@ -127,13 +152,93 @@ def get(name: str) -> Callable[..., Any]:
         raise UnknownSolverError(_unknown_message(name))
     entry = _REGISTRY[name]
     if isinstance(entry, str):
-        module, attr = entry.split(":")
-        try:
-            entry = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise ImportError(f"solver {name!r} could not be loaded from {module}: {err}") from err
-        _REGISTRY[name] = entry
+        entry = _REGISTRY[name] = _load(name, entry)
     return entry
+
+
+def _load(name: str, entry: str) -> Any:
+    module, attr = entry.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ImportError(f"solver {name!r} could not be loaded from {module}: {err}") from err
+
+
+def settings_class(name: str) -> type | None:
+    """The settings dataclass of solver ``name``: the registered one, or for a solver registered
+    without one a class generated from its signature; ``None`` if it takes ``**kwargs`` (then
+    any hyperparameter is passed through).
+
+    Example:
+        >>> settings_class("rae").__name__, settings_class("rae").traceable
+        ('RAESettings', ('gamma', 'eps'))
+    """
+    fn = get(name)
+    entry = _SETTINGS.get(name)
+    if isinstance(entry, str):
+        entry = _SETTINGS[name] = _load(name, entry)
+    if entry is not None:
+        return entry
+    if name not in _DERIVED:
+        _DERIVED[name] = _derived_settings(name, fn)
+    return _DERIVED[name]
+
+
+def _derived_settings(name: str, fn: Callable[..., Any]) -> type | None:
+    allowed, var_kw = _allowed_hypers(fn)
+    if allowed is None or var_kw:
+        return None
+    sig = inspect.signature(fn)
+    fields = []
+    for h in allowed:
+        if h in _COMMON or h == "settings":
+            continue
+        default = sig.parameters[h].default
+        if default is inspect.Parameter.empty:
+            fields.append((h, Any))
+        else:
+            fields.append((h, Any, dataclasses.field(default_factory=lambda d=default: d)))
+    fields.sort(key=lambda f: len(f) == 3)  # required fields first
+    cls = dataclasses.make_dataclass(
+        f"{name}_settings",
+        fields,
+        frozen=True,
+        namespace={"traceable": tuple(f[0] for f in fields)},
+    )
+    return cls
+
+
+def make_settings(name: str, mapping: Mapping[str, Any] | None = None, prefix: str = "") -> Any:
+    """The settings of solver ``name`` built from ``mapping`` (``None``: the defaults).
+
+    Errors are :class:`envs.settings.SettingError` with the key under ``prefix``: an unknown name
+    (:class:`UnknownHyperparameterError`, listing the allowed ones) or a bad value. A solver that
+    takes ``**kwargs`` gets ``dict(mapping)`` back.
+
+    Example:
+        >>> make_settings("prd", {"dt": 0.05}).dt
+        0.05
+        >>> make_settings("rae", {"gama": 1.0}, prefix="psro.solver_kwargs")
+        Traceback (most recent call last):
+        ...
+        psro.solvers.settings.UnknownHyperparameterError: psro.solver_kwargs.gama: not a hyperparameter of solver 'rae'; allowed: anneal, certify, eps, fallback_gap, gamma, gap_iterations, homotopy_stages, inner_iterations, iterations, lh_labels, lh_pivots, method, nash_starts, newton_steps, newton_support, normalize, outcome_variance, restarts, shrink, snapshots, step_size, tau, tau0, tau_min, tol (and mask, init, key)
+    """
+    cls = settings_class(name)
+    data = dict(mapping or {})
+    if cls is None:
+        return data
+    allowed = field_names(cls)
+    for k in data:
+        if k not in allowed:
+            raise UnknownHyperparameterError(
+                k,
+                allowed=f"not a hyperparameter of solver {name!r}; allowed: "
+                f"{', '.join(sorted(allowed)) or '(none)'} (and mask, init, key)",
+            ).under(prefix)
+    try:
+        return from_mapping(cls, data, prefix)
+    except TypeError as err:  # a required parameter of a user solver is missing
+        raise SettingError(prefix + "." + name if prefix else name, allowed=str(err)) from None
 
 
 def _unknown_message(name: str) -> str:
@@ -159,84 +264,20 @@ def _allowed_hypers(fn: Callable[..., Any]) -> tuple[list[str] | None, bool]:
     return allowed, var_kw
 
 
-def _check_hypers(name: str, fn: Callable[..., Any], hyper: dict[str, Any]) -> None:
-    allowed, var_kw = _allowed_hypers(fn)
-    if allowed is None or var_kw:
+def _check_hypers(name: str, fn: Callable[..., Any], hyper: Mapping[str, Any]) -> None:
+    """Raise :class:`UnknownHyperparameterError` for a name that ``name``'s settings lack."""
+    del fn
+    cls = settings_class(name)
+    if cls is None:
         return
+    allowed = field_names(cls)
     for h in hyper:
-        if h not in allowed:
-            shown = [a for a in allowed if a not in _COMMON]
+        if h not in allowed and h not in _COMMON:
             raise UnknownHyperparameterError(
-                f"solver {name!r} has no hyperparameter {h!r}; allowed: "
-                f"{', '.join(shown) if shown else '(none)'} (and mask, init, key)"
+                h,
+                allowed=f"not a hyperparameter of solver {name!r}; allowed: "
+                f"{', '.join(sorted(allowed)) or '(none)'} (and mask, init, key)",
             )
-
-
-def _is_traced(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _check_finite(name: str, array: Any) -> None:
-    if array is None or _is_traced(array):
-        return
-    a = np.asarray(array)
-    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.integer):
-        return
-    bad = ~np.isfinite(a)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        kind = "NaN" if np.isnan(a[idx]) else "inf"
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s); first is {kind} at index {idx}"
-        )
-
-
-def validate_inputs(payoffs, variances=None, mask=None, init=None) -> None:
-    """Host-side checks of a solver's inputs (see the module docs); traced arrays are skipped.
-
-    Example:
-        >>> import numpy as np
-        >>> validate_inputs(np.zeros((2, 3, 3)))
-        >>> validate_inputs(np.zeros((3, 3)))
-        Traceback (most recent call last):
-        ...
-        ValueError: payoffs must have shape (n_players, K_1, ..., K_n_players) with ndim == n_players + 1; got shape (3, 3)
-    """
-    shape = tuple(np.shape(payoffs))
-    if len(shape) < 2 or shape[0] != len(shape) - 1:
-        raise ValueError(
-            "payoffs must have shape (n_players, K_1, ..., K_n_players) with ndim == n_players + 1;"
-            f" got shape {shape}"
-        )
-    n, ks = shape[0], shape[1:]
-    if any(k < 1 for k in ks):
-        raise ValueError(f"every player needs at least one strategy; payoffs shape {shape}")
-    _check_finite("payoffs", payoffs)
-    if variances is not None:
-        vshape = tuple(np.shape(variances))
-        if vshape != shape:
-            raise ValueError(f"variances must have the payoffs' shape {shape}, got {vshape}")
-        _check_finite("variances", variances)
-        if not _is_traced(variances) and np.any(np.asarray(variances) < 0):
-            idx = tuple(int(i) for i in np.argwhere(np.asarray(variances) < 0)[0])
-            raise ValueError(f"variances must be >= 0; negative value at index {idx}")
-    if mask is not None:
-        if len(mask) != n:
-            raise ValueError(f"mask must be a tuple of {n} boolean arrays, got {len(mask)}")
-        for i, (m, k) in enumerate(zip(mask, ks, strict=True)):
-            if tuple(np.shape(m)) != (k,):
-                raise ValueError(f"mask[{i}] must have shape ({k},), got {tuple(np.shape(m))}")
-            if not _is_traced(m) and not np.any(np.asarray(m)):
-                raise ValueError(f"mask[{i}] has no live strategy; player {i} needs at least one")
-    if init is not None:
-        if len(init) != n:
-            raise ValueError(f"init must be a tuple of {n} mixed strategies, got {len(init)}")
-        for i, s in enumerate(init):
-            if np.ndim(s) != 1 or np.shape(s)[0] > ks[i]:
-                raise ValueError(
-                    f"init[{i}] must be a vector of length <= {ks[i]}, got shape {np.shape(s)}"
-                )
-            _check_finite(f"init[{i}]", s)
 
 
 def solve_result(name: str, payoffs, variances=None, **hyper) -> SolverResult:
@@ -258,7 +299,12 @@ def solve_result(name: str, payoffs, variances=None, **hyper) -> SolverResult:
     fn = get(name)
     _check_hypers(name, fn, hyper)
     validate_inputs(payoffs, variances, hyper.get("mask"), hyper.get("init"))
-    out = fn(payoffs, variances, **hyper)
+    if name in _SETTINGS:
+        common = {k: v for k, v in hyper.items() if k in _COMMON}
+        own = {k: v for k, v in hyper.items() if k not in _COMMON}
+        out = fn(payoffs, variances, **common, settings=make_settings(name, own))
+    else:
+        out = fn(payoffs, variances, **hyper)
     if isinstance(out, SolverResult):
         return out
     strategies = tuple(jnp.asarray(s) for s in out)
@@ -281,7 +327,9 @@ def solve(name: str, payoffs, variances=None, **hyper) -> tuple[jax.Array, ...]:
     return solve_result(name, payoffs, variances, **hyper).strategies
 
 
-def uniform(payoffs, variances=None, *, mask=None, init=None, key=None) -> SolverResult:
+def uniform(
+    payoffs, variances=None, *, mask=None, init=None, key=None, settings=None
+) -> SolverResult:
     """Uniform over each player's live strategies; ``gap`` is its NashConv. Jittable.
 
     Example:
@@ -291,7 +339,7 @@ def uniform(payoffs, variances=None, *, mask=None, init=None, key=None) -> Solve
         >>> r.strategies[1].tolist(), float(r.gap)
         ([0.5, 0.0, 0.5], 0.0)
     """
-    del variances, init, key
+    del variances, init, key, settings  # UniformSettings has no fields
     payoffs = jnp.asarray(payoffs)
     if not jnp.issubdtype(payoffs.dtype, jnp.floating):
         payoffs = payoffs.astype(jnp.result_type(float))
@@ -300,8 +348,13 @@ def uniform(payoffs, variances=None, *, mask=None, init=None, key=None) -> Solve
 
 
 register("uniform", uniform)
+_SETTINGS["uniform"] = UniformSettings
 # Built-ins in their own modules are imported on first use ("module:attribute" entries).
-_REGISTRY["nash"] = "psro.solvers.nash:nash"
-_REGISTRY["prd"] = "psro.solvers.prd:prd"
-_REGISTRY["rae"] = "psro.solvers.rae:rae"
-_REGISTRY["alpharank"] = "psro.solvers.alpharank:alpharank"
+for _name, _module, _fn, _cls in (
+    ("nash", "nash", "nash", "NashSettings"),
+    ("prd", "prd", "prd", "PRDSettings"),
+    ("rae", "rae", "rae", "RAESettings"),
+    ("alpharank", "alpharank", "alpharank", "AlphaRankSettings"),
+):
+    _REGISTRY[_name] = f"psro.solvers.{_module}:{_fn}"
+    _SETTINGS[_name] = f"psro.solvers.{_module}:{_cls}"

@@ -33,6 +33,12 @@ class UnknownHyperparameterError(SettingError, TypeError):
     """A hyperparameter the solver does not accept (a ``SettingError``, so also a ``ValueError``,
     and a ``TypeError``); ``key`` is its name and the message lists the allowed ones."""
 
+    def under(self, prefix: str) -> UnknownHyperparameterError:
+        """The same error (same class) with ``prefix.`` before its key."""
+        if not prefix:
+            return self
+        return UnknownHyperparameterError(f"{prefix}.{self.key}", allowed=self.allowed)
+
 
 class SolverSettings:
     """Mixin of the solver settings dataclasses (see the module docs)."""

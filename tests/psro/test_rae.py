@@ -362,9 +362,9 @@ def test_bad_input_raises():
         R.rae(P, V)
     with pytest.raises(ValueError, match=r"payoffs"):
         R.rae_gap(bad, (np.ones(2) / 2,) * 2)
-    with pytest.raises(ValueError, match=r"gamma must be >= 0.0, got -1.0"):
+    with pytest.raises(ValueError, match=r"gamma = -1.0: must be a finite number >= 0.0"):
         R.rae(P, gamma=-1.0)
-    with pytest.raises(ValueError, match=r"eps must be \[0.0, 1.0\], got 1.5"):
+    with pytest.raises(ValueError, match=r"eps = 1.5: must be a finite number >= 0.0 and <= 1.0"):
         R.rae(P, eps=1.5)
     with pytest.raises(ValueError, match=r"payoffs must have shape"):
         R.rae(P[0])

@@ -9,12 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psro.solvers import lemke_howson as LH
+from psro.solvers import nash_start as NS
+from psro.solvers import rae_utility as U
 from psro.solvers import rae as R
 from psro.solvers.nash import lemke_howson
 
 
 def _game(P, gamma=1.0, eps=0.1, mask=None):
-    return R._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
+    return U._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
 
 
 def _brute_pure_nash(P, masks):
@@ -37,7 +40,9 @@ def test_fast_lemke_howson_matches_nash_module(x64, shape):
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=shape), rng.normal(size=shape)
     m, n = shape
-    fast = jax.jit(lambda lab: R._lemke_howson(jnp.asarray(a), jnp.asarray(b), lab, 4 * (m + n)))
+    fast = jax.jit(
+        lambda lab: LH.lemke_howson(jnp.asarray(a), jnp.asarray(b), lab, max_pivots=4 * (m + n))
+    )
     ref = jax.jit(lambda lab: lemke_howson(jnp.asarray(a), jnp.asarray(b), lab))
     for lab in range(m + n):
         x1, y1, ok1 = fast(lab)
@@ -56,7 +61,7 @@ def test_pure_nash_finds_every_pure_equilibrium(x64):
     # Three players (coordination-ish, so there are several), and a masked two-player game.
     A = rng.integers(0, 3, size=(3, 3, 4, 2)).astype(float)
     masks = [np.ones(3, bool), np.ones(4, bool), np.ones(2, bool)]
-    xs, found = R._pure_nash(_game(A), 8)
+    xs, found = NS._pure_nash(_game(A), 8)
     truth = _brute_pure_nash(A, masks)
     got = [tuple(int(np.argmax(np.asarray(x[j]))) for x in xs) for j in range(8) if found[j]]
     assert sorted(got) == sorted(truth[:8]) and len(truth) > 1
@@ -65,7 +70,7 @@ def test_pure_nash_finds_every_pure_equilibrium(x64):
     B[:, 4:, :] = 9.0  # dead rows and columns would be equilibria if they were live
     B[:, :, 4:] = 9.0
     game = _game(B, mask=(jnp.asarray(m), jnp.asarray(m)))
-    xs, found = R._pure_nash(game, 3)
+    xs, found = NS._pure_nash(game, 3)
     truth = _brute_pure_nash(B, [m, m])
     assert int(np.sum(found)) == min(3, len(truth))
     for x in xs:

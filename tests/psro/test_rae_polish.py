@@ -7,17 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psro.solvers import extragradient as EG
+from psro.solvers import newton as NW
+from psro.solvers import rae_utility as U
 from psro.solvers import rae as R
 
 
 def _game(P, gamma=1.0, eps=0.1, mask=None):
-    return R._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
+    return U._prepare(jnp.asarray(P), None, mask, gamma, eps, True, True)
 
 
 def _near_equilibrium(game, k, seed):
     """An extragradient iterate to polish (the solver's own Newton starts look like this)."""
     x0 = tuple(jnp.ones(k) / k for _ in range(2))
-    _, best, _, _, _, _ = R._extragradient(game, x0, 300, 1.0, 0.9)
+    _, best, _, _, _, _ = EG._extragradient(game, x0, 300, 1.0, 0.9)
     return best
 
 
@@ -31,10 +34,10 @@ def test_support_newton_matches_dense_newton(x64, seed):
     P = np.random.default_rng(seed).normal(size=(2, k, k))
     game = _game(P)
     start = _near_equilibrium(game, k, seed)
-    dense = jax.jit(lambda xs: R._newton_polish(game, xs, 30))(start)
+    dense = jax.jit(lambda xs: NW._newton_polish(game, xs, 30))(start)
     for support in (k, 5):
-        supp = jax.jit(lambda xs, s=support: R._support_newton(game, xs, 30, s))(start)
-        rd, rs = float(R._residual(game, dense)), float(R._residual(game, supp))
+        supp = jax.jit(lambda xs, s=support: NW._support_newton(game, xs, 30, s))(start)
+        rd, rs = float(U._residual(game, dense)), float(U._residual(game, supp))
         if rd < 1e-12:  # the dense method converged: so must the restricted one, to the same point
             assert rs < 1e-12, (support, rs)
             for a, b in zip(dense, supp, strict=True):
@@ -66,7 +69,7 @@ def test_support_newton_keeps_masked_strategies_at_zero(x64):
     game = _game(P, mask=(jnp.asarray(m), jnp.asarray(m)))
     x0 = tuple(jnp.asarray(np.where(m, 1.0 / live, 0.0)) for _ in range(2))
     starts = tuple(jnp.stack([x, x]) for x in x0)
-    ys = jax.vmap(lambda xs: R._support_newton(game, xs, 15, 4))(starts)  # under vmap
+    ys = jax.vmap(lambda xs: NW._support_newton(game, xs, 15, 4))(starts)  # under vmap
     for y in ys:
         y = np.asarray(y)
         assert np.all(y[:, ~m] == 0.0) and np.all(np.isfinite(y))
@@ -78,9 +81,9 @@ def test_newton_early_exit_is_a_no_op_at_an_equilibrium(x64):
     P = np.random.default_rng(1).normal(size=(2, k, k))
     game = _game(P)
     start = _near_equilibrium(game, k, 1)
-    a = jax.jit(lambda xs: R._support_newton(game, xs, 40, k))(start)
-    if float(R._residual(game, a)) < 1e-13:
-        b = jax.jit(lambda xs: R._support_newton(game, xs, 5, k))(a)
+    a = jax.jit(lambda xs: NW._support_newton(game, xs, 40, k))(start)
+    if float(U._residual(game, a)) < 1e-13:
+        b = jax.jit(lambda xs: NW._support_newton(game, xs, 5, k))(a)
         for u, v in zip(a, b, strict=True):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-14)
 
@@ -91,7 +94,7 @@ def test_extragradient_early_exit_matches_full_run(x64):
     game = _game(np.stack([A, -A]))
     x0 = tuple(jnp.ones(k) / k for _ in range(2))
     run = jax.jit(
-        lambda xs, tol: R._extragradient(game, xs, 3000, 1.0, 0.9, None, 30, tol),
+        lambda xs, tol: EG._extragradient(game, xs, 3000, 1.0, 0.9, None, 30, tol),
         static_argnums=1,
     )
     full = run(x0, 0.0)

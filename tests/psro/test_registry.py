@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import jax
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from envs.settings import SettingError
 from psro import solvers
 from psro.solvers import SolverResult
 
@@ -166,3 +168,104 @@ def test_every_solver_returns_masked_simplex_strategies(name, payoffs, live0, li
         assert np.all(s >= 0) and s.sum() == pytest.approx(1.0, abs=1e-5)
         assert np.all(s[~live] == 0.0)
     assert float(res.gap) >= -1e-4 and np.isfinite(float(res.gap))
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings classes, make_settings, and solve_result under jit
+# ---------------------------------------------------------------------------------------------
+
+_JIT_HYPER = {
+    "uniform": {},
+    "nash": {"method": "pdhg", "iterations": 50},
+    "prd": {"iterations": 50},
+    "alpharank": {},
+    "rae": {"iterations": 20, "restarts": 2, "gap_iterations": 20, "newton_steps": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(_JIT_HYPER))
+def test_solve_result_traces_inside_jit(name):
+    cls = solvers.settings_class(name)
+    traced_names = [f for f in cls.traceable]
+
+    def run(p, v, m0, m1, x0, x1, key, *traced):
+        hyper = dict(_JIT_HYPER[name], **dict(zip(traced_names, traced, strict=True)))
+        res = solvers.solve_result(name, p, v, mask=(m0, m1), init=(x0, x1), key=key, **hyper)
+        return res.strategies, res.gap
+
+    defaults = solvers.make_settings(name)
+    traced_vals = [jnp.asarray(getattr(defaults, f)) for f in traced_names]
+    m = jnp.ones(2, bool)
+    x = jnp.ones(2) / 2
+    v = jnp.ones_like(jnp.asarray(GAME))
+    sig, gap = jax.jit(run)(jnp.asarray(GAME), v, m, m, x, x, jax.random.key(0), *traced_vals)
+    assert np.isfinite(float(gap)) and len(sig) == 2
+    for s in sig:
+        assert abs(float(jnp.sum(s)) - 1.0) < 1e-5
+
+
+def test_user_solver_plain_tuple_inside_jit():
+    def first_pure(payoffs, variances=None, *, mask=None, init=None, key=None, which=0):
+        return tuple(jnp.eye(k)[which] for k in payoffs.shape[1:])
+
+    solvers.register("jit_first_pure", first_pure)
+    try:
+        gap = jax.jit(lambda p, m: solvers.solve_result("jit_first_pure", p, mask=(m, m)).gap)(
+            jnp.asarray(GAME), jnp.ones(2, bool)
+        )
+        assert float(gap) == pytest.approx(2.0)
+        cls = solvers.settings_class("jit_first_pure")
+        assert solvers.make_settings("jit_first_pure", {"which": 1}).which == 1
+        assert cls is not None
+        with pytest.raises(SettingError, match="whch"):
+            solvers.make_settings("jit_first_pure", {"whch": 1})
+    finally:
+        solvers.unregister("jit_first_pure")
+
+
+def test_make_settings_checks_names_and_values():
+    assert solvers.settings_class("rae").traceable == ("gamma", "eps")
+    assert solvers.make_settings("rae", {"gamma": 2.0}).gamma == 2.0
+    with pytest.raises(SettingError) as err:
+        solvers.make_settings("rae", {"gama": 1.0}, prefix="psro.solver_kwargs")
+    assert err.value.key == "psro.solver_kwargs.gama" and "gamma" in str(err.value)
+    assert isinstance(err.value, solvers.UnknownHyperparameterError)
+    for name, key, bad in [
+        ("rae", "gamma", float("nan")),
+        ("rae", "gamma", -1.0),
+        ("rae", "eps", 1.5),
+        ("alpharank", "alpha", float("nan")),
+        ("alpharank", "alpha", -1.0),
+        ("prd", "iterations", 0),
+        ("nash", "method", "nope"),
+    ]:
+        with pytest.raises(SettingError) as err:
+            solvers.make_settings(name, {key: bad})
+        assert err.value.key == key
+    with pytest.raises(SettingError):
+        solvers.solve("rae", GAME, gamma=float("nan"))
+    assert dataclasses.fields(solvers.make_settings("uniform")) == ()
+
+
+def test_register_with_settings_class():
+    @dataclasses.dataclass(frozen=True)
+    class PickSettings:
+        which: int = 0
+
+        def __post_init__(self):
+            if self.which not in (0, 1):
+                raise SettingError("which", self.which, "must be 0 or 1")
+
+    def pick(payoffs, variances=None, *, mask=None, init=None, key=None, settings=None):
+        return tuple(jnp.eye(k)[settings.which] for k in payoffs.shape[1:])
+
+    solvers.register("pick", pick, settings=PickSettings)
+    try:
+        assert solvers.settings_class("pick") is PickSettings
+        np.testing.assert_allclose(np.asarray(solvers.solve("pick", GAME, which=1)[0]), [0, 1])
+        with pytest.raises(SettingError, match="which"):
+            solvers.solve("pick", GAME, which=2)
+        with pytest.raises(solvers.UnknownHyperparameterError):
+            solvers.solve("pick", GAME, wich=1)
+    finally:
+        solvers.unregister("pick")
