@@ -20,6 +20,7 @@ instead of each taking their own ``hidden``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -223,6 +224,79 @@ def resolve_factory(spec: str | Callable[..., Any]) -> Callable[..., Any]:
     return obj
 
 
+@functools.cache
+def _one_hot_class():
+    from pettingzoo import ParallelEnv
+
+    return type("OneHotObservations", (_OneHotObservations, ParallelEnv), {})
+
+
+class _OneHotObservations:
+    """A PettingZoo ``ParallelEnv`` whose ``Discrete`` observations are given as one-hot float
+    vectors (``Box(0, 1, (n,))``), so that network members (MLPs) can read them. Other spaces
+    pass through unchanged."""
+
+    def __init__(self, env):
+        from pettingzoo import AECEnv
+        from pettingzoo.utils.conversions import aec_to_parallel
+
+        self.env = aec_to_parallel(env) if isinstance(env, AECEnv) else env
+        self.possible_agents = list(self.env.possible_agents)
+        self.metadata = getattr(self.env, "metadata", {})
+        self.render_mode = getattr(self.env, "render_mode", None)
+        self._n = {}
+        for a in self.possible_agents:
+            space = self.env.observation_space(a)
+            if isinstance(space, gymnasium.spaces.Discrete):
+                self._n[a] = (int(space.n), int(space.start))
+
+    @property
+    def agents(self):
+        return self.env.agents
+
+    def observation_space(self, agent):
+        if agent in self._n:
+            return gymnasium.spaces.Box(0.0, 1.0, (self._n[agent][0],), np.float32)
+        return self.env.observation_space(agent)
+
+    def action_space(self, agent):
+        return self.env.action_space(agent)
+
+    def _encode(self, obs: dict) -> dict:
+        out = {}
+        for a, o in obs.items():
+            if a in self._n:
+                n, start = self._n[a]
+                v = np.zeros((n,), np.float32)
+                v[int(o) - start] = 1.0
+                out[a] = v
+            else:
+                out[a] = o
+        return out
+
+    def reset(self, seed=None, options=None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        return self._encode(obs), infos
+
+    def step(self, actions):
+        obs, rewards, terms, truncs, infos = self.env.step(actions)
+        return self._encode(obs), rewards, terms, truncs, infos
+
+    def render(self):
+        return self.env.render()
+
+    def close(self):
+        return self.env.close()
+
+
+def _one_hot_factory(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def make(**kwargs):
+        return _one_hot_class()(fn(**kwargs))
+
+    make.__name__ = getattr(fn, "__name__", "factory")
+    return make
+
+
 def pettingzoo_game(
     factory: str | Callable[..., Any],
     hidden: int = 64,
@@ -232,9 +306,20 @@ def pettingzoo_game(
 ) -> PSROGame:
     """A network ``PSROGame`` on a host PettingZoo env (``factory(**kwargs)``; a factory may be
     named ``"package.module:attribute"``). Every agent needs a flat ``Box`` observation and a
-    ``Discrete`` action; anything else is rejected here, naming the agent."""
+    ``Discrete`` action (a ``Discrete`` observation is given to the members one-hot); anything
+    else is rejected here, naming the agent."""
     fn = resolve_factory(factory)
     envs.settings.check_int("max_episode_steps", max_episode_steps, lo=1)
+    probe = fn(**kwargs)
+    from pettingzoo import AECEnv
+
+    if not isinstance(probe, AECEnv) and hasattr(probe, "possible_agents") and any(
+        isinstance(probe.observation_space(a), gymnasium.spaces.Discrete)
+        for a in probe.possible_agents
+    ):
+        fn = _one_hot_factory(fn)  # Discrete observations reach the MLP members one-hot
+    if hasattr(probe, "close"):
+        probe.close()
     host = HostEnv(
         factory=fn, kwargs=dict(kwargs), max_episode_steps=max_episode_steps, progress=progress
     )
