@@ -551,7 +551,7 @@ class PPO:
         ``episode_return`` with leading axes ``(num_steps, num_envs)`` (``opponent_*`` are not
         read); ``last_value`` ``(num_envs,)`` is the critic's value of the observation after the
         last step; ``key`` drives the minibatch permutations. This is what a host-side collector
-        (``psro.host``, PettingZoo envs) calls after playing the batch itself. ``state.key`` is kept
+        (the ``ppo`` oracle on host PettingZoo envs) calls after playing the batch itself. ``state.key`` is kept
         as given and ``state.update`` incremented. Returns ``(state, metrics)``.
         """
         cfg = self.config

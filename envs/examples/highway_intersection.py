@@ -5,7 +5,7 @@ approach a four-way crossing among IDM traffic, each taking ``DiscreteMetaAction
 only: SLOWER, IDLE, FASTER towards target speeds 0 / 4.5 / 9 m/s) and seeing a ``Kinematics``
 observation. Its gymnasium API returns tuples over vehicles; this module turns it into a PettingZoo
 ``ParallelEnv`` with one agent per controlled vehicle, so that ``envs.from_pettingzoo`` -- and
-with it ``psro.host.HostPSRO`` -- can play it. Nothing in it was written for this framework:
+with it the PSRO loop (``experiments/configs/highway_intersection.yaml``) -- can play it. Nothing in it was written for this framework:
 
     from envs.examples.highway_intersection import parallel_env
     import envs

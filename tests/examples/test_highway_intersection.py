@@ -1,4 +1,4 @@
-"""highway-env's multi-agent intersection as a PettingZoo env, and the host PSRO demo on it.
+"""highway-env's multi-agent intersection as a PettingZoo env, and PSRO on it from its config.
 
 highway-env is optional (the ``highway`` extra): the tests that drive it skip without it and are
 in the slow suite (``-m slow``); the missing-dependency error is checked in the fast one.
@@ -103,40 +103,47 @@ def test_crossing_at_full_speed_crashes_and_yielding_does_not():
 
 
 @pytest.mark.slow
-def test_highway_psro_demo_end_to_end(tmp_path):
+def test_highway_psro_runs_from_its_config(tmp_path, capsys):
+    """The shipped config (a PettingZoo factory named in env.pettingzoo) through
+    ``python -m experiments.run``: the one PSRO loop on a host env, its run folder complete."""
     pytest.importorskip("highway_env")
-    from experiments import highway_intersection_psro as demo
+    from pathlib import Path
 
-    run_dir = demo.run(
+    from experiments import run as xrun
+
+    config = Path(__file__).resolve().parents[2] / "experiments/configs/highway_intersection.yaml"
+    code = xrun.main(
         [
-            "--iterations", "1", "--seed", "0", "--episodes", "2", "--updates", "2",
-            "--num-envs", "1", "--num-steps", "8", "--hidden", "8", "--duration", "6",
-            "--out", str(tmp_path), "--no-progress",
+            str(config),
+            "psro.iterations=1", "psro.episodes=2", "oracle.total_updates=2",
+            "oracle.num_envs=1", "oracle.num_steps=8", "oracle.num_minibatches=1",
+            "game.hidden=8", "env.kwargs.duration=6", f"run.out_dir={tmp_path}",
+            "run.progress=false",
         ]
     )  # fmt: skip
-    for name in ("config.json", "metrics.json", "metagame.npz", "metagame.txt", "summary.json"):
+    assert code == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    for name in ("config.yaml", "metrics.jsonl", "metagame.npz", "metagame.txt", "summary.json"):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob(".*tmp*"))  # atomic writes leave no temporary files
 
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["iterations"] == 1
-    for sigma in summary["meta_strategies"]:
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [0, 1]
+    assert len(metrics[1]["oracle_curve/vehicle_0"]) == 2
+    for i in range(2):
+        sigma = metrics[-1][f"meta_strategy/{i}"]
         assert len(sigma) == 2 and math.isclose(sum(sigma), 1.0, abs_tol=1e-4)
         assert all(p >= 0 for p in sigma)
     for a in ("vehicle_0", "vehicle_1"):
-        assert 0.0 <= summary["crash_rate"][a] <= 1.0
-        assert 0.0 <= summary["arrival_rate"][a] <= 1.0
-        assert math.isfinite(summary["return_mean"][a]) and summary["return_var"][a] >= 0
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert [m["iteration"] for m in metrics] == [0, 1]
-    assert len(metrics[1]["oracle_curve/vehicle_0"]) == 2
+        assert 0.0 <= metrics[-1][f"event/crashed/{a}"] <= 1.0
+        assert 0.0 <= metrics[-1][f"event/arrived/{a}"] <= 1.0
+        assert math.isfinite(metrics[-1][f"return_mean/{a}"])
 
     arrays = np.load(run_dir / "metagame.npz")
     assert arrays["mean"].shape == (2, 2, 2)
     assert np.all(np.isfinite(arrays["mean"])) and np.all(arrays["variance"] >= 0)
     np.testing.assert_array_equal(arrays["count"], np.full((2, 2), 2.0))
-    assert set(k for k in arrays if k.startswith("events_")) == {"events_arrived", "events_crashed"}
+    assert {"events_arrived", "events_crashed"} <= set(k for k in arrays if k.startswith("events_"))
     crashed = arrays["events_crashed"]
     assert np.all((crashed >= 0) & (crashed <= 1))
     assert "vehicle_0" in (run_dir / "metagame.txt").read_text()

@@ -46,7 +46,7 @@ def biased(host: PSRO, player: int, logits, seed: int = 0):
 
 
 def test_payoff_table_matches_the_jax_evaluation():
-    """The cell HostPSRO fills on the host equals the JAX env's run_episodes of the same members,
+    """The cell the host evaluation fills equals the JAX env's run_episodes of the same members,
     within sampling error (repeated 2-round game, non-trivial mixed members)."""
     E = 400
     host = host_psro(
