@@ -54,19 +54,6 @@ from psro.oracles.seeding import check_seeding, imitation_member, init_settings,
 __all__ = ["INIT_MEMBERS", "PSRO", "PSROConfig", "PSROGame", "PSROState", "solve_phase"]
 
 
-def _solver_settings(name: str, kwargs, prefix: str):
-    """Validate a solver's hyperparameters (``SettingError`` keyed ``prefix.field``)."""
-    make = getattr(solvers, "make_settings", None)
-    if make is not None:
-        return make(name, kwargs, prefix=prefix)
-    try:
-        solvers.registry._check_hypers(name, solvers.get(name), dict(kwargs))
-    except solvers.UnknownHyperparameterError as err:
-        bad = next(k for k in kwargs if f"'{k}'" in str(err))
-        raise SettingError(f"{prefix}.{bad}", allowed=str(err)) from None
-    return dict(kwargs)
-
-
 @dataclasses.dataclass(frozen=True)
 class PSROConfig:
     """Static settings of a PSRO run; each one checked here (``SettingError`` naming the field).
@@ -131,7 +118,7 @@ class PSROConfig:
     @functools.cached_property
     def solver_settings(self):
         """The solver's validated settings."""
-        return _solver_settings(self.solver, self.solver_kwargs, prefix="solver_kwargs")
+        return solvers.make_settings(self.solver, self.solver_kwargs, prefix="solver_kwargs")
 
     @functools.cached_property
     def seeding_settings(self):
