@@ -8,34 +8,56 @@ import yaml
 from experiments import compare
 
 
+_COMPARE_KEYS = {"seeds", "crossplay_episodes", "metrics", "per_step", "strips", "strip_every",
+                 "eval_episodes", "ratios", "seedz"}  # fmt: skip
+
+
 def _spec(tmp_path, **changes):
+    """A spec of the one config schema; ``changes`` of compare settings go to ``compare``,
+    ``iterations`` to ``psro``, variants are given as their ``psro`` overrides."""
     spec = {
         "name": "tiny",
         "env": {"name": "matrix/chicken", "overrides": {"reward_noise": 0.5}},
         "game": {"kind": "matrix"},
-        "seeds": 2,
-        "iterations": 2,
-        "crossplay_episodes": 4,
-        "psro": {"capacity": 4, "episodes": 4, "oracle": "exact"},
-        "variants": {"prd": {"solver": "prd"}, "uniform": {"solver": "uniform"}},
-        "metrics": [],
+        "compare": {"seeds": 2, "crossplay_episodes": 4, "metrics": []},
+        "psro": {"iterations": 2, "capacity": 4, "episodes": 4, "oracle": "exact"},
+        "variants": {"prd": {"psro": {"solver": "prd"}}, "uniform": {"psro": {"solver": "uniform"}}},
     }
-    spec.update(changes)
+    for key, value in changes.items():
+        if key in _COMPARE_KEYS:
+            spec["compare"][key] = value
+        elif key == "iterations":
+            spec["psro"]["iterations"] = value
+        elif key == "variants":
+            spec["variants"] = {k: {"psro": v} for k, v in value.items()}
+        else:
+            spec[key] = value
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
 def test_bad_specs_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="seedz"):
+    with pytest.raises(ValueError, match="compare.seedz: unknown key"):
         compare.load_spec(_spec(tmp_path, seedz=3))
-    with pytest.raises(ValueError, match="iterations=0"):
-        compare.load_spec(_spec(tmp_path, iterations=0))
-    with pytest.raises(ValueError, match="game.kind='tabular'"):
+    with pytest.raises(ValueError, match="psro.capacity = 4: too small for psro.iterations=9"):
+        compare.load_spec(_spec(tmp_path, iterations=9))
+    with pytest.raises(ValueError, match="game.kind = 'tabular': must be one of auto, matrix"):
         compare.load_spec(_spec(tmp_path, game={"kind": "tabular"}))
-    spec = compare.load_spec(_spec(tmp_path, variants={"x": {"solver": "nope"}}))
-    with pytest.raises(ValueError, match="unknown solver 'nope'"):
-        compare.build(spec)
+    with pytest.raises(ValueError, match="variants.x.psro.solver = 'nope': must be one of"):
+        compare.load_spec(_spec(tmp_path, variants={"x": {"solver": "nope"}}))
+    with pytest.raises(ValueError, match="variants.prd.env: variants share the env"):
+        compare.load_spec(_variant_env_spec(tmp_path))
+    with pytest.raises(ValueError, match="variants = {}: a non-empty mapping"):
+        compare.load_spec(_spec(tmp_path, variants={}))
+
+
+def _variant_env_spec(tmp_path):
+    path = _spec(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["variants"]["prd"]["env"] = {"overrides": {"reward_noise": 0.1}}
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def test_small_comparison_writes_table_and_figure(tmp_path):
@@ -51,15 +73,15 @@ def test_small_comparison_writes_table_and_figure(tmp_path):
 
 # ------------------------------------------------------------------ per-step means and strips
 def test_new_spec_keys_are_validated(tmp_path):
-    with pytest.raises(ValueError, match="strips=-1"):
+    with pytest.raises(ValueError, match="compare.strips = -1"):
         compare.load_spec(_spec(tmp_path, strips=-1))
-    with pytest.raises(ValueError, match="strip_every=0"):
+    with pytest.raises(ValueError, match="compare.strip_every = 0"):
         compare.load_spec(_spec(tmp_path, strip_every=0))
-    with pytest.raises(ValueError, match="per_step"):
+    with pytest.raises(ValueError, match=r"compare.per_step\[0\] = 'speed'"):
         compare.load_spec(_spec(tmp_path, per_step=["speed"]))  # not an event name
     spec = compare.load_spec(_spec(tmp_path, per_step=["event/speed"], strips=1, strip_every=2))
     assert compare.report_names(spec) == ["per_step/speed"]
-    spec["metrics"] = ["event/crashed", "per_step/speed"]
+    spec["compare"]["metrics"] = ["event/crashed", "per_step/speed"]
     assert compare.report_names(spec) == ["event/crashed", "per_step/speed"]  # no duplicate
 
 
@@ -142,11 +164,11 @@ def test_heldout_evaluation_and_ratio(tmp_path):
 
 
 def test_bad_heldout_and_ratio_specs_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="eval_episodes=0"):
+    with pytest.raises(ValueError, match="compare.eval_episodes = 0"):
         compare.load_spec(_spec(tmp_path, eval_episodes=0))
-    with pytest.raises(ValueError, match="ratios.of='nash'.*prd, uniform"):
+    with pytest.raises(ValueError, match="compare.ratios.of = 'nash': one of the variants: prd, uniform"):
         compare.load_spec(_spec(tmp_path, ratios={"metric": "event/crashed", "of": "nash"}))
-    with pytest.raises(ValueError, match="ratios.metric"):
+    with pytest.raises(ValueError, match="compare.ratios.metric = 'crashes'"):
         compare.load_spec(_spec(tmp_path, ratios={"metric": "crashes", "of": "prd"}))
-    with pytest.raises(ValueError, match="ratios="):
+    with pytest.raises(ValueError, match="compare.ratios = .*exactly the keys metric and of"):
         compare.load_spec(_spec(tmp_path, ratios={"metric": "event/crashed", "over": "prd"}))
