@@ -84,13 +84,14 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
+from envs.settings import SettingError
+from experiments import config as xcfg
 from marl import population as mpop
 from marl import rollout
 from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
-from envs.settings import SettingError
-from experiments import config as xcfg
 from psro import metrics
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -370,7 +371,9 @@ def run_comparison(
             ]
             cross[f"{a}|{b}"] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
     heldout = {}
-    if spec["compare"]["eval_episodes"]:  # fresh episodes: the meta-game's own cells chose the strategy
+    if spec["compare"][
+        "eval_episodes"
+    ]:  # fresh episodes: the meta-game's own cells chose the strategy
         n_eval = spec["compare"]["eval_episodes"]
         for name in names:
             vals = [

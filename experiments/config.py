@@ -239,7 +239,9 @@ class PSROSection:
     def slots(self) -> int:
         """The population capacity actually used (``capacity``, or ``iterations`` plus the
         initial members)."""
-        return self.capacity if self.capacity is not None else self.iterations + self.initial_members
+        return (
+            self.capacity if self.capacity is not None else self.iterations + self.initial_members
+        )
 
     def check(self) -> None:
         check_int("iterations", self.iterations, lo=0)
@@ -329,7 +331,9 @@ class CompareSection:
         for i, name in enumerate(self.metrics):
             if not name.startswith(_METRIC_PREFIXES):
                 raise SettingError(
-                    f"metrics[{i}]", name, "a reported metric: event/..., per_step/... or return_..."
+                    f"metrics[{i}]",
+                    name,
+                    "a reported metric: event/..., per_step/... or return_...",
                 )
         if self.ratios:
             unknown = sorted(set(self.ratios) - {"metric", "of"})
@@ -374,8 +378,9 @@ class ExperimentConfig:
                 raise ConfigError.of(err, section) from None
         if self.compare.ratios and self.compare.ratios["of"] not in self.variants:
             raise ConfigError(
-                "compare.ratios.of", self.compare.ratios["of"], f"one of the variants: "
-                f"{', '.join(self.variants) or '(none)'}"
+                "compare.ratios.of",
+                self.compare.ratios["of"],
+                f"one of the variants: {', '.join(self.variants) or '(none)'}",
             )
         if self.env.pettingzoo is not None and self.game.kind == "matrix":
             raise ConfigError("game.kind", "matrix", "a PettingZoo env's members are networks")
@@ -428,7 +433,9 @@ _SHORTHANDS = {"solver.": "psro.solver_kwargs.", "oracle.": "psro.oracle_kwargs.
 
 def _expand_override(item: str) -> str:
     if "=" not in item:
-        raise ConfigError(item, allowed="overrides look like dotted.key=value (e.g. psro.iterations=20)")
+        raise ConfigError(
+            item, allowed="overrides look like dotted.key=value (e.g. psro.iterations=20)"
+        )
     for short, full in _SHORTHANDS.items():
         if item.startswith(short):
             return full + item[len(short) :]
@@ -472,7 +479,9 @@ def import_plugins(plugins: Any) -> None:
     if isinstance(plugins, str) or not isinstance(plugins, Sequence):
         raise ConfigError("plugins", plugins, "a list of module names, e.g. [my_package.my_envs]")
     for i, name in enumerate(plugins):
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name):
+        if not isinstance(name, str) or not re.fullmatch(
+            r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name
+        ):
             raise ConfigError(f"plugins[{i}]", name, "a module name, e.g. my_package.my_envs")
         try:
             importlib.import_module(name)
@@ -564,8 +573,9 @@ def variant_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     for section in ("env", "game"):
         if getattr(out, section) != getattr(cfg, section):
             raise ConfigError(
-                f"variants.{name}.{section}", allowed="variants share the env and game (compare "
-                "plays their populations against each other)"
+                f"variants.{name}.{section}",
+                allowed="variants share the env and game (compare "
+                "plays their populations against each other)",
             )
     return _freeze(out)
 

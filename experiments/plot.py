@@ -36,15 +36,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from marl.files import atomic_savefig  # noqa: E402
+from marl.files import atomic_savefig, read_jsonl  # noqa: E402
 
 __all__ = ["plot_run", "main"]
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
-    from experiments.run import read_metrics
-
-    return read_metrics(run_dir)
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def _save(fig, path: Path) -> Path:

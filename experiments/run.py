@@ -68,7 +68,14 @@ import numpy as np
 
 from experiments import config as xcfg
 from marl.checkpoint import Checkpointer, CheckpointError
-from marl.files import atomic_write, atomic_write_json, atomic_write_text, jsonable, new_run_dir
+from marl.files import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    jsonable,
+    new_run_dir,
+    read_jsonl,
+)
 
 __all__ = ["RESUMABLE_KEYS", "gap_value", "load_run", "read_metrics", "run_experiment", "main"]
 
@@ -87,15 +94,7 @@ def _append_line(path: Path, obj: Any) -> None:
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """The complete lines of a run's ``metrics.jsonl`` (a cut last line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def _truncate_metrics(run_dir: Path, iteration: int) -> None:

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = [
+    "read_jsonl",
     "atomic_savefig",
     "atomic_write",
     "atomic_write_bytes",
@@ -127,3 +128,17 @@ def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     path = Path(path)
     savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
     return atomic_write(path, lambda f: fig.savefig(f, **savefig_kwargs))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The complete JSON lines of an append-only log (a line cut by a kill, or damaged, is
+    skipped); ``[]`` for a missing file."""
+    path = Path(path)
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from envs.settings import check_int, check_number
 from envs.core import EnvParams, MultiAgentEnv
+from envs.settings import check_int, check_number
 from marl import networks
 from marl import rollout as mrollout
 

@@ -60,8 +60,8 @@ import optax
 from flax import struct
 
 from envs import spaces
-from envs.settings import SettingError, check_bool, check_choice, check_int, check_number
 from envs.core import EnvParams, MultiAgentEnv
+from envs.settings import SettingError, check_bool, check_choice, check_int, check_number
 from marl import networks, rollout
 from marl.population import Population, population_add, population_get, population_init
 

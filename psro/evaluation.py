@@ -117,7 +117,9 @@ class HostEvaluation:
         returns = np.zeros((len(profiles), len(agents), E), np.float32)
         stats = []
         policies = {a: game.policy(i) for i, a in enumerate(agents)}
-        bar = tqdm(profiles, desc="evaluate", unit="cell", disable=not game.host.progress, leave=False)
+        bar = tqdm(
+            profiles, desc="evaluate", unit="cell", disable=not game.host.progress, leave=False
+        )
         for p, prof in enumerate(bar):
             k_seed, k_run = jax.random.split(keys[p])
             members = {
@@ -141,9 +143,7 @@ class HostEvaluation:
             name: jnp.asarray(
                 np.stack(
                     [
-                        np.stack(
-                            [np.asarray(ev.get(name, {}).get(a, np.zeros(E))) for a in agents]
-                        )
+                        np.stack([np.asarray(ev.get(name, {}).get(a, np.zeros(E))) for a in agents])
                         for ev in stats
                     ]
                 ).astype(np.float32)

@@ -203,8 +203,10 @@ def resolve_factory(spec: str | Callable[..., Any]) -> Callable[..., Any]:
         return spec
     if not isinstance(spec, str) or spec.count(":") != 1:
         raise envs.settings.SettingError(
-            "pettingzoo", spec, 'must look like "package.module:factory", e.g. '
-            '"pettingzoo.classic.rps_v2:parallel_env"'
+            "pettingzoo",
+            spec,
+            'must look like "package.module:factory", e.g. '
+            '"pettingzoo.classic.rps_v2:parallel_env"',
         )
     module, attr = spec.split(":")
     try:
@@ -313,9 +315,13 @@ def pettingzoo_game(
     probe = fn(**kwargs)
     from pettingzoo import AECEnv
 
-    if not isinstance(probe, AECEnv) and hasattr(probe, "possible_agents") and any(
-        isinstance(probe.observation_space(a), gymnasium.spaces.Discrete)
-        for a in probe.possible_agents
+    if (
+        not isinstance(probe, AECEnv)
+        and hasattr(probe, "possible_agents")
+        and any(
+            isinstance(probe.observation_space(a), gymnasium.spaces.Discrete)
+            for a in probe.possible_agents
+        )
     ):
         fn = _one_hot_factory(fn)  # Discrete observations reach the MLP members one-hot
     if hasattr(probe, "close"):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -99,13 +99,16 @@ class PSROConfig:
         check_choice("init_members", self.init_members, INIT_MEMBERS)
         if self.init_members == "random" and self.init_kwargs:
             raise SettingError(
-                "init_kwargs", dict(self.init_kwargs), "only used with init_members self_play "
-                "or imitation"
+                "init_kwargs",
+                dict(self.init_kwargs),
+                "only used with init_members self_play or imitation",
             )
         if self.init_members == "random" and not self.keep_random:
             raise SettingError(
-                "keep_random", False, "false needs a seeded member to start from: set "
-                "init_members to self_play or imitation"
+                "keep_random",
+                False,
+                "false needs a seeded member to start from: set "
+                "init_members to self_play or imitation",
             )
         # the settings objects, validated once (cached_property works on a frozen dataclass)
         _ = self.oracle_settings, self.solver_settings, self.seeding_settings
@@ -290,7 +293,9 @@ class PSRO:
             key = jax.random.split(key, self.num_seeds)
         state = self._jit_init(key)
         if initial_members is not None:
-            state = self._replace_first_phase(state, self._check_members(state, initial_members), state.key)
+            state = self._replace_first_phase(
+                state, self._check_members(state, initial_members), state.key
+            )
         if self.config.init_members != "random" and not self.config.keep_random:
             new, key = self._jit_seed(state)
             return self._jit_solve(self._jit_eval(self._jit_replace_first(state, new, key)))
@@ -315,7 +320,8 @@ class PSRO:
                 mpop._check_structure(state.populations[i], m)
             except (TypeError, ValueError) as err:
                 raise SettingError(
-                    f"initial_members[{i}]", allowed=f"must be shaped as player {i}'s members: {err}"
+                    f"initial_members[{i}]",
+                    allowed=f"must be shaped as player {i}'s members: {err}",
                 ) from None
             out.append(m)
         return tuple(out)

@@ -28,8 +28,8 @@ import numpy as np
 from scipy import optimize, stats
 
 from psro import metagame as mgame
-from psro.games import full_game_strategies
 from psro import solvers
+from psro.games import full_game_strategies
 
 _RAE_GAP_KEYS = ("gamma", "eps", "outcome_variance", "normalize")
 

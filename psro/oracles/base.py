@@ -127,7 +127,9 @@ def register(
     kinds = tuple(game_kinds)
     bad = [k for k in kinds if k not in ("matrix", "network", HOST)]
     if bad:
-        raise ValueError(f"oracle {name!r}: unknown game kind {bad[0]!r}; use matrix, network, host")
+        raise ValueError(
+            f"oracle {name!r}: unknown game kind {bad[0]!r}; use matrix, network, host"
+        )
     _ORACLES[name] = Oracle(name=name, fn=fn, settings=settings, game_kinds=kinds)
 
 
@@ -143,9 +145,7 @@ def names() -> list[str]:
 
 def get(name: str) -> Oracle:
     if name not in _ORACLES:
-        raise SettingError(
-            "oracle", name, f"unknown oracle; known oracles: {', '.join(names())}"
-        )
+        raise SettingError("oracle", name, f"unknown oracle; known oracles: {', '.join(names())}")
     return _ORACLES[name]
 
 

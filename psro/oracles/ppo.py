@@ -175,9 +175,7 @@ def _host_best_response(key, game, inputs, player: int, settings):
     max_steps = game.host.max_episode_steps
     probs = {
         a: np.asarray(
-            perturbed(
-                inputs.meta_strategy[j], inputs.populations[j].mask, settings.opponent_eps
-            ),
+            perturbed(inputs.meta_strategy[j], inputs.populations[j].mask, settings.opponent_eps),
             np.float64,
         )
         for j, a in others

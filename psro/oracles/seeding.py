@@ -89,9 +89,7 @@ def self_play_member(key, game, settings):
 def imitation_member(key, game, settings):
     """A network cloned from the game's scripted policy ``settings.policy``."""
     teacher = mimitation.scripted_policy(game.env, settings.policy)
-    return mimitation.clone(
-        key, game.env, game.env_params, teacher, settings.config(game.hidden)
-    )
+    return mimitation.clone(key, game.env, game.env_params, teacher, settings.config(game.hidden))
 
 
 def check_seeding(game, init_members: str, settings) -> None:

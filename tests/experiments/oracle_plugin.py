@@ -31,4 +31,6 @@ def random_pure(key, game, inputs, player, settings):
 
 
 if "random_pure" not in oracles.names():
-    oracles.register("random_pure", random_pure, settings=RandomPureSettings, game_kinds=("matrix",))
+    oracles.register(
+        "random_pure", random_pure, settings=RandomPureSettings, game_kinds=("matrix",)
+    )

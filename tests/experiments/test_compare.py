@@ -7,7 +7,6 @@ import yaml
 
 from experiments import compare
 
-
 _COMPARE_KEYS = {"seeds", "crossplay_episodes", "metrics", "per_step", "strips", "strip_every",
                  "eval_episodes", "ratios", "seedz"}  # fmt: skip
 
@@ -21,7 +20,10 @@ def _spec(tmp_path, **changes):
         "game": {"kind": "matrix"},
         "compare": {"seeds": 2, "crossplay_episodes": 4, "metrics": []},
         "psro": {"iterations": 2, "capacity": 4, "episodes": 4, "oracle": "exact"},
-        "variants": {"prd": {"psro": {"solver": "prd"}}, "uniform": {"psro": {"solver": "uniform"}}},
+        "variants": {
+            "prd": {"psro": {"solver": "prd"}},
+            "uniform": {"psro": {"solver": "uniform"}},
+        },
     }
     for key, value in changes.items():
         if key in _COMPARE_KEYS:
@@ -166,7 +168,9 @@ def test_heldout_evaluation_and_ratio(tmp_path):
 def test_bad_heldout_and_ratio_specs_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="compare.eval_episodes = 0"):
         compare.load_spec(_spec(tmp_path, eval_episodes=0))
-    with pytest.raises(ValueError, match="compare.ratios.of = 'nash': one of the variants: prd, uniform"):
+    with pytest.raises(
+        ValueError, match="compare.ratios.of = 'nash': one of the variants: prd, uniform"
+    ):
         compare.load_spec(_spec(tmp_path, ratios={"metric": "event/crashed", "of": "nash"}))
     with pytest.raises(ValueError, match="compare.ratios.metric = 'crashes'"):
         compare.load_spec(_spec(tmp_path, ratios={"metric": "crashes", "of": "prd"}))

@@ -79,7 +79,9 @@ def test_pettingzoo_rps_config_reaches_a_uniform_mixture(tmp_path, capsys):
         sigma = np.asarray(state.meta_strategy[i])
         probs = np.stack(
             [
-                np.asarray(jax.nn.softmax(apply(jax.tree.map(lambda x, k=k: x[k], pop.params), start)[0]))
+                np.asarray(
+                    jax.nn.softmax(apply(jax.tree.map(lambda x, k=k: x[k], pop.params), start)[0])
+                )
                 for k in range(int(pop.count))
             ]
         )

@@ -93,7 +93,9 @@ def test_oracle_contract(name):
                                  oracle_kwargs=kwargs))  # fmt: skip
     state = psro.init(jax.random.key(0))
     new, _, metrics = psro._jit_oracle(state)
-    assert len(new) == 2 and isinstance(metrics, tuple) and all(isinstance(m, dict) for m in metrics)
+    assert (
+        len(new) == 2 and isinstance(metrics, tuple) and all(isinstance(m, dict) for m in metrics)
+    )
     for i, member in enumerate(new):
         ref = mpop.population_get(state.populations[i], 0)
         assert jax.tree.structure(member) == jax.tree.structure(ref)

@@ -214,9 +214,13 @@ def test_ppo_oracle_psro_learns_dominant_strategy_without_retracing():
 
 
 def test_unknown_oracle_and_solver_settings_fail_before_any_work():
-    with pytest.raises(ValueError, match="oracle_kwargs.learning_rate: unknown setting; allowed: .*lr"):
+    with pytest.raises(
+        ValueError, match="oracle_kwargs.learning_rate: unknown setting; allowed: .*lr"
+    ):
         PSROConfig(oracle="ppo", oracle_kwargs={"learning_rate": 0.1})
-    with pytest.raises(ValueError, match="oracle_kwargs.gama: unknown setting; allowed: eps, gamma"):
+    with pytest.raises(
+        ValueError, match="oracle_kwargs.gama: unknown setting; allowed: eps, gamma"
+    ):
         PSROConfig(oracle="exact", oracle_kwargs={"gama": 0.1})
     with pytest.raises(ValueError, match="solver_kwargs.gama"):
         PSROConfig(solver="rae", solver_kwargs={"gama": 0.1})
@@ -409,4 +413,7 @@ def test_imitation_settings_checked():
             PSROConfig(oracle="ppo", init_members="imitation", init_kwargs={"policy": "brave"}),
         )
     with pytest.raises(ValueError, match="init_members = 'imitation': needs a compiled network"):
-        PSRO(matrix_game("matrix/stag_hunt"), PSROConfig(init_members="imitation", init_kwargs={"policy": "yield"}))
+        PSRO(
+            matrix_game("matrix/stag_hunt"),
+            PSROConfig(init_members="imitation", init_kwargs={"policy": "yield"}),
+        )
