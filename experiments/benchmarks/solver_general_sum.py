@@ -107,20 +107,15 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(row)
 
     success = sum(g < GOAL_GAP for g in gaps)
-    summary = {
-        "part": "solver_general_sum",
-        "case": f"{k}x{k} summary over {len(gaps)} games, nash default: median time",
-        "value": statistics.median(ours),
-        "unit": "s",
-        "gap": max(gaps),
-        "compile_s": compile_s,
-        "success_rate": success / len(gaps),
-        "note": (
-            f"NashConv < {GOAL_GAP:g} on {success}/{len(gaps)} games (gap column: the worst); "
-            + ("quick mode: 6x6, not the 10x10 of the goal; " if quick else "")
-            + f"compile {compile_s:.2f} s"
-        ),
-    }
+    summary = _summary_row(
+        f"{k}x{k} summary over {len(gaps)} games, nash default: median time",
+        ours,
+        gaps,
+        compile_s,
+        f"NashConv < {GOAL_GAP:g} on {success}/{len(gaps)} games (gap column: the worst); "
+        + ("quick mode: 6x6, not the 10x10 of the goal; " if quick else "")
+        + f"compile {compile_s:.2f} s",
+    )
     if have_nashpy:
         ratios = [t / o for t, o in zip(theirs, ours, strict=True)]
         summary.update(
@@ -152,19 +147,14 @@ def run(quick: bool = False) -> list[dict]:
         rae_times.append(run_s)
         rae_gaps.append(_nash_conv64(p, x, y))
     ok = sum(g < GOAL_GAP for g in rae_gaps)
-    row = {
-        "part": "solver_general_sum",
-        "case": f"{k}x{k} summary, method='rae' only: median time",
-        "value": statistics.median(rae_times),
-        "unit": "s",
-        "gap": max(rae_gaps),
-        "compile_s": rae_compile_s,
-        "success_rate": ok / len(rae_gaps),
-        "note": (
-            f"extragradient at gamma = eps = 0, default restarts/iterations; NashConv < {GOAL_GAP:g}"
-            f" on {ok}/{len(rae_gaps)} games; compile {rae_compile_s:.2f} s"
-        ),
-    }
+    row = _summary_row(
+        f"{k}x{k} summary, method='rae' only: median time",
+        rae_times,
+        rae_gaps,
+        rae_compile_s,
+        f"extragradient at gamma = eps = 0, default restarts/iterations; NashConv < {GOAL_GAP:g}"
+        f" on {ok}/{len(rae_gaps)} games; compile {rae_compile_s:.2f} s",
+    )
     if have_nashpy:
         row.update(
             anchor="nashpy first equilibrium, median",
@@ -173,3 +163,17 @@ def run(quick: bool = False) -> list[dict]:
         )
     rows.append(row)
     return rows
+
+
+def _summary_row(case: str, times: list, gaps: list, compile_s: float, note: str) -> dict:
+    """A summary row: the median time, the worst gap, the share of games solved."""
+    return {
+        "part": "solver_general_sum",
+        "case": case,
+        "value": statistics.median(times),
+        "unit": "s",
+        "gap": max(gaps),
+        "compile_s": compile_s,
+        "success_rate": sum(g < GOAL_GAP for g in gaps) / len(gaps),
+        "note": note,
+    }
