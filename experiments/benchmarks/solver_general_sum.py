@@ -51,10 +51,6 @@ def _first_equilibrium(p):
 
 def run(quick: bool = False) -> list[dict]:
     """Rows per game and one summary row (see the module docs)."""
-    import jax
-    import jax.numpy as jnp
-
-    from experiments.benchmarks.machine import jit_timings, median_time
     from psro.solvers.nash import nash
 
     k = 6 if quick else 10
@@ -67,19 +63,9 @@ def run(quick: bool = False) -> list[dict]:
         have_nashpy = False
 
     solve = lambda p, key: nash(p, zero_sum=False, key=key)
-    compiled = None
     rows, ours, theirs, gaps = [], [], [], []
-    for seed in seeds:
-        p = np.random.default_rng(seed).normal(size=(2, k, k))
-        args = (jnp.asarray(p, jnp.float32), jax.random.key(seed))
-        if compiled is None:
-            compile_s, run_s, res = jit_timings(solve, *args, repeats=5)
-            compiled = jax.jit(solve).lower(*args).compile()
-        else:
-            res = compiled(*args)
-            run_s = median_time(lambda c=compiled, a=args: c(*a), repeats=5)
-        x, y = (np.asarray(s, np.float64) for s in res.strategies)
-        gap = _nash_conv64(p, x, y)
+    compile_s, timed = _timed_over_seeds(solve, seeds, k, repeats=5)
+    for seed, p, run_s, gap in timed:
         ours.append(run_s)
         gaps.append(gap)
         row = {
@@ -133,19 +119,9 @@ def run(quick: bool = False) -> list[dict]:
 
     # The RAE dynamics alone (method="rae"): the extragradient machinery at gamma = eps = 0.
     solve_rae = lambda p, key: nash(p, method="rae", key=key)
-    compiled_rae, rae_times, rae_gaps = None, [], []
-    for seed in seeds:
-        p = np.random.default_rng(seed).normal(size=(2, k, k))
-        args = (jnp.asarray(p, jnp.float32), jax.random.key(seed))
-        if compiled_rae is None:
-            rae_compile_s, run_s, res = jit_timings(solve_rae, *args, repeats=3)
-            compiled_rae = jax.jit(solve_rae).lower(*args).compile()
-        else:
-            res = compiled_rae(*args)
-            run_s = median_time(lambda c=compiled_rae, a=args: c(*a), repeats=3)
-        x, y = (np.asarray(s, np.float64) for s in res.strategies)
-        rae_times.append(run_s)
-        rae_gaps.append(_nash_conv64(p, x, y))
+    rae_compile_s, timed = _timed_over_seeds(solve_rae, seeds, k, repeats=3)
+    rae_times = [run_s for _, _, run_s, _ in timed]
+    rae_gaps = [gap for _, _, _, gap in timed]
     ok = sum(g < GOAL_GAP for g in rae_gaps)
     row = _summary_row(
         f"{k}x{k} summary, method='rae' only: median time",
@@ -163,6 +139,29 @@ def run(quick: bool = False) -> list[dict]:
         )
     rows.append(row)
     return rows
+
+
+def _timed_over_seeds(solve, seeds, k: int, repeats: int):
+    """``(compile_s, [(seed, payoffs, run_s, NashConv)])``: ``solve`` compiled once, then timed on
+    each seeded k x k general-sum game."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.benchmarks.machine import jit_timings, median_time
+
+    compiled, compile_s, out = None, 0.0, []
+    for seed in seeds:
+        p = np.random.default_rng(seed).normal(size=(2, k, k))
+        args = (jnp.asarray(p, jnp.float32), jax.random.key(seed))
+        if compiled is None:
+            compile_s, run_s, res = jit_timings(solve, *args, repeats=repeats)
+            compiled = jax.jit(solve).lower(*args).compile()
+        else:
+            res = compiled(*args)
+            run_s = median_time(lambda c=compiled, a=args: c(*a), repeats=repeats)
+        x, y = (np.asarray(s, np.float64) for s in res.strategies)
+        out.append((seed, p, run_s, _nash_conv64(p, x, y)))
+    return compile_s, out
 
 
 def _summary_row(case: str, times: list, gaps: list, compile_s: float, note: str) -> dict:
