@@ -60,9 +60,11 @@ class ImitationConfig:
     """
 
     hidden: int = 64
+    # the dataset: num_steps x num_envs labelled states per agent
     num_envs: int = 64
     num_steps: int = 64
     explore: float = 0.3
+    # the supervised fit
     epochs: int = 40
     minibatches: int = 8
     lr: float = 3e-3
