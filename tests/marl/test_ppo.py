@@ -224,5 +224,8 @@ def test_self_play_prosocial_finds_stag_selfish_finds_hare(prosocial, stag):
 
 
 def test_prosocial_setting_checked():
-    with pytest.raises(ValueError, match="prosocial must be finite and >= 0, got -1.0"):
+    with pytest.raises(ValueError, match=r"prosocial = -1.0: must be a finite number >= 0"):
         ppo.PPOConfig(prosocial=-1.0)
+    for field, value in [("lr", float("nan")), ("lr", -1.0), ("gamma", -2.0), ("clip_eps", 0.0)]:
+        with pytest.raises(ValueError, match=f"{field} = {value}"):
+            ppo.PPOConfig(**{field: value})
