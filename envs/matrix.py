@@ -56,6 +56,8 @@ from flax import struct
 
 from envs import spaces
 from envs.core import EnvParams, EnvState, MultiAgentEnv
+from envs.registry import check_field, check_max_steps
+from envs.settings import SettingError, check_number
 
 
 def _symmetric(row: list[list[float]]) -> np.ndarray:
@@ -180,6 +182,23 @@ class MatrixGame(MultiAgentEnv):
 
     def default_params(self) -> MatrixParams:
         return MatrixParams(payoffs=jnp.asarray(self.table, jnp.float32))
+
+    def check_params(self, params: MatrixParams) -> None:
+        """Every field in range (``envs.settings.SettingError`` keyed by the field; ``envs.make``
+        calls this): ``max_steps`` an int >= 1, ``reward_noise`` a finite std >= 0, ``payoffs``
+        (when given) finite and shaped as the game's table."""
+        check_field(check_max_steps, "max_steps", params.max_steps, env_name=type(self).__name__)
+        check_field(check_number, "reward_noise", params.reward_noise, lo=0.0)
+        payoffs = params.payoffs
+        if payoffs is None or isinstance(payoffs, jax.core.Tracer):
+            return
+        shape = tuple(getattr(payoffs, "shape", ()))
+        if shape != self.table.shape:
+            raise SettingError(
+                "payoffs", f"an array of shape {shape}", f"must have shape {self.table.shape}"
+            )
+        if not np.all(np.isfinite(np.asarray(payoffs))):
+            raise SettingError("payoffs", "an array with a non-finite entry", "must be finite")
 
     def _observe(self, state: MatrixState) -> dict[str, jax.Array]:
         parts = [

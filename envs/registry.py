@@ -3,7 +3,11 @@
 A registered name maps to a *factory*: a callable ``factory(**overrides) -> (env, params)``.
 ``envs.factory(EnvClass)`` builds the usual one, which sends each override either to the env's
 constructor (static settings that fix shapes, such as a grid size) or to its params dataclass
-(numbers that may be traced and vmapped, such as a reward), and rejects anything else by name::
+(numbers that may be traced and vmapped, such as a reward), and rejects anything else by name.
+Every error is an ``envs.settings.SettingError`` keyed by the setting's name: an unknown one, a
+value of the wrong type, and -- when the env defines ``check_params(params)`` -- a value out of
+its range (each built-in env checks every field of its params there, e.g. a probability in
+``[0, 1]``; constructor settings are checked by the constructor)::
 
     import envs
     env, params = envs.make("matrix/stag_hunt", max_steps=10)
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from envs.core import EnvParams, MultiAgentEnv
+from envs.settings import SettingError
 
 Factory = Callable[..., tuple[MultiAgentEnv, EnvParams]]
 
@@ -57,7 +62,8 @@ def make(name: str, **overrides: Any) -> tuple[MultiAgentEnv, EnvParams]:
 
     Raises:
       UnknownEnvError: unknown ``name``; the message lists the registered names.
-      ValueError: an override that is neither a constructor setting nor a params field.
+      SettingError: (a ``ValueError``) an override that is neither a constructor setting nor a
+        params field, or one out of its range (keyed by the setting's name).
     """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
@@ -94,19 +100,20 @@ def factory(env_cls: type[MultiAgentEnv], **fixed: Any) -> Factory:
         unknown = sorted(set(rest) - param_names)
         if unknown:
             allowed = sorted(ctor_names | param_names)
-            raise ValueError(
-                f"{env_cls.__name__} has no setting {unknown[0]!r}; "
-                f"allowed settings: {', '.join(allowed)}"
+            raise SettingError(
+                unknown[0],
+                allowed=f"{env_cls.__name__} has no setting {unknown[0]!r}; "
+                f"allowed settings: {', '.join(allowed)}",
             )
         for k, v in rest.items():
             _check_param_value(env_cls.__name__, k, v, getattr(params, k))
         if "max_steps" in rest:
-            max_steps = rest["max_steps"]
-            if int(max_steps) != max_steps or max_steps < 1:
-                raise ValueError(
-                    f"{env_cls.__name__}: max_steps must be a positive integer, got {max_steps!r}"
-                )
-        return env, params.replace(**rest)
+            check_field(check_max_steps, "max_steps", rest["max_steps"], env_name=env_cls.__name__)
+        params = params.replace(**rest)
+        check = getattr(env, "check_params", None)
+        if callable(check):
+            check(params)  # the env's own ranges (SettingError keyed by the field)
+        return env, params
 
     make_env.__doc__ = f"Make a {env_cls.__name__}; see its params for the settings."
     return make_env
@@ -125,7 +132,54 @@ def _check_param_value(env_name: str, key: str, value: Any, default: Any) -> Non
     else:
         ok = True
     if not ok:
-        raise ValueError(
+        raise SettingError(
+            key,
+            value,
             f"{env_name}: setting {key!r} must be a {type(default).__name__} "
-            f"(default {default!r}), got {value!r} of type {type(value).__name__}"
+            f"(default {default!r}), got a {type(value).__name__}",
         )
+
+
+MAX_STEPS_LIMIT = 2**31 - 1  # the step counter is int32
+
+
+def check_max_steps(key: str, value: Any, env_name: str = "the env") -> None:
+    """``max_steps``: an int in ``[1, 2**31 - 1]`` (``SettingError`` keyed ``key``)."""
+    if (
+        isinstance(value, bool | np.bool_)
+        or not isinstance(value, numbers.Integral)
+        or not (1 <= value <= MAX_STEPS_LIMIT)
+    ):
+        raise SettingError(
+            key,
+            value,
+            f"{env_name}: max_steps must be a positive integer (<= {MAX_STEPS_LIMIT}: the step "
+            "counter is int32)",
+        )
+
+
+def check_field(check: Callable[..., None], key: str, value: Any, **limits: Any) -> None:
+    """``check(key, value, **limits)`` (an ``envs.settings`` check) on a params field: a 0-d
+    array as its scalar, every entry of a concrete array (a sweep's values), nothing on a traced
+    value (checked on the host before tracing)."""
+    if _traced(value):
+        return
+    if hasattr(value, "shape") and getattr(value, "shape", None) != ():
+        for v in np.asarray(value).ravel():
+            check(key, v.item(), **limits)
+        return
+    check(key, concrete(value), **limits)
+
+
+def concrete(value: Any) -> Any:
+    """A 0-d numpy/JAX array as its Python scalar (so ``envs.settings`` checks see a number);
+    anything else (a traced value, a batch of sweep values) unchanged."""
+    if hasattr(value, "shape") and getattr(value, "shape", None) == () and not _traced(value):
+        return np.asarray(value).item()
+    return value
+
+
+def _traced(value: Any) -> bool:
+    import jax
+
+    return isinstance(value, jax.core.Tracer)

@@ -75,9 +75,19 @@ from flax import struct
 
 from envs import spaces
 from envs.core import EnvParams, EnvState, MultiAgentEnv
+from envs.registry import check_field, check_max_steps
+from envs.settings import SettingError, check_bool, check_int, check_number
 
 UP, DOWN, LEFT, RIGHT, STAY = 0, 1, 2, 3, 4
+MAX_GRID_SIDE = 1000  # cells per side (the image observation is H x W x 4 per agent)
+MAX_PLANTS = 32  # each step unrolls O(num_plants ** 3) scalar ops: compile time grows fast
+MAX_CELL_PX = 128  # render pixels per cell
 ACTION_NAMES = ("up", "down", "left", "right", "stay")
+
+
+def _check_flag(key, value) -> None:
+    """A bool params field (numpy's bool too: a sweep's values)."""
+    check_bool(key, bool(value) if isinstance(value, np.bool_) else value)
 
 
 def _delta(action: jax.Array) -> jax.Array:
@@ -140,21 +150,38 @@ class TrustDilemma(MultiAgentEnv):
         image_obs: bool = False,
         cell_px: int = 24,
     ):
-        if isinstance(grid_size, int | np.integer):
+        given = grid_size
+        if isinstance(grid_size, int | np.integer) and not isinstance(grid_size, bool):
             grid_size = (int(grid_size), int(grid_size))
+        if (
+            isinstance(grid_size, str | bytes)
+            or not hasattr(grid_size, "__len__")
+            or len(grid_size) != 2
+        ):
+            raise SettingError(
+                "grid_size", given, "must be an int (a square grid) or a pair [height, width]"
+            )
+        for side in grid_size:
+            try:
+                check_int("grid_size", side, lo=1, hi=MAX_GRID_SIDE)
+            except SettingError:
+                raise SettingError(
+                    "grid_size",
+                    given,
+                    f"each side must be an integer in [1, {MAX_GRID_SIDE}]",
+                ) from None
         height, width = (int(s) for s in grid_size)
-        if height < 1 or width < 1:
-            raise ValueError(f"grid_size must be positive, got {grid_size!r}")
-        if int(num_plants) < 1:
-            raise ValueError(f"num_plants must be >= 1, got {num_plants!r}")
+        check_int("num_plants", num_plants, lo=1, hi=MAX_PLANTS)
         if height * width < int(num_plants) + 4:
             # every respawn must find a free cell: 2 agents + stag + K plants + 1
-            raise ValueError(
+            raise SettingError(
+                "grid_size",
+                given,
                 f"a {height}x{width} grid is too small for {num_plants} plants "
-                f"(needs at least num_plants + 4 = {int(num_plants) + 4} cells)"
+                f"(needs at least num_plants + 4 = {int(num_plants) + 4} cells)",
             )
-        if int(cell_px) < 4:
-            raise ValueError(f"cell_px must be >= 4, got {cell_px!r}")
+        check_bool("image_obs", image_obs)
+        check_int("cell_px", cell_px, lo=4, hi=MAX_CELL_PX)
         self.height, self.width = height, width
         self.num_plants = int(num_plants)
         self.image_obs = bool(image_obs)
@@ -167,6 +194,23 @@ class TrustDilemma(MultiAgentEnv):
     # --------------------------------------------------------------------- protocol
     def default_params(self) -> TrustDilemmaParams:
         return TrustDilemmaParams()
+
+    def check_params(self, params: TrustDilemmaParams) -> None:
+        """Every field in range (``envs.settings.SettingError`` keyed by the field; ``envs.make``
+        calls this): ``max_steps`` an int >= 1, the rewards finite, ``stag_move_prob`` in
+        ``[0, 1]``, the switches true or false."""
+        check_field(check_max_steps, "max_steps", params.max_steps, env_name=type(self).__name__)
+        for name in ("catch_reward", "maul_reward", "forage_reward"):
+            check_field(check_number, name, getattr(params, name))
+        check_field(check_number, "stag_move_prob", params.stag_move_prob, lo=0.0, hi=1.0)
+        for name in (
+            "stag_follows",
+            "stag_tie_random",
+            "stag_moves_first",
+            "stag_respawn_random",
+            "stag_respawn_after_maul",
+        ):
+            check_field(_check_flag, name, getattr(params, name))
 
     def observation_space(self, agent):
         if self.image_obs:

@@ -116,6 +116,8 @@ See ``envs.media`` to save an episode as a PNG strip or a GIF.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,6 +125,8 @@ from flax import struct
 
 from envs import spaces
 from envs.core import EnvParams, EnvState, MultiAgentEnv
+from envs.registry import check_field, check_max_steps, concrete
+from envs.settings import SettingError, check_int, check_number
 
 LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = 0, 1, 2, 3, 4
 ACTION_NAMES = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
@@ -144,6 +148,14 @@ OBS_V_RANGE = 2.0 * MAX_SPEED  # 80 m/s
 PERCEPTION_DISTANCE = 5.0 * MAX_SPEED  # 200 m
 SEE_BEHIND = 2.0 * LENGTH  # 10 m: vehicles further behind than this are not observed
 NUM_FEATURES = 5  # presence, x, y, vx, vy
+
+# sanity limits of the settings (``TwoWay.check_params`` and the constructor)
+MAX_CARS = 20  # per group: the collision and IDM loops unroll over all vehicle pairs
+MAX_OBSERVED = 64
+MAX_RENDER_PX_PER_M = 50
+MAX_VIEW_M = 5000.0
+MAX_SIMULATION_FREQUENCY = 1000  # Hz
+MAX_ROAD_M = 1e6  # m
 
 _POS_NOISE_CLIP = 1.5  # start offsets clipped to +/- 1.5 standard deviations (no overlaps)
 _NOT_ZERO = 1e-2  # highway-env's utils.not_zero
@@ -218,6 +230,14 @@ class TwoWayParams(EnvParams):
     reward_speed_high: float = 30.0  # m/s -> 1
     own_lane_reward: float = 0.1  # per step with the car's centre in its own lane
     crash_reward: float = -5.0  # on the step a player crashes
+
+
+def _concrete_or(value, default=None):
+    """A params field as a Python number, or ``default`` when it is traced or a batch."""
+    if isinstance(value, jax.core.Tracer) or getattr(value, "shape", ()) != ():
+        return default
+    value = concrete(value)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -385,16 +405,11 @@ class TwoWay(MultiAgentEnv):
         render_px_per_m: int = 5,
         render_view_m: float = 120.0,
     ):
-        for name, value, low in (
-            ("cars_ahead", cars_ahead, 0),
-            ("cars_oncoming", cars_oncoming, 0),
-            ("observed_vehicles", observed_vehicles, 1),
-            ("render_px_per_m", render_px_per_m, 1),
-        ):
-            if int(value) != value or int(value) < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not float(render_view_m) > 2 * LENGTH:
-            raise ValueError(f"render_view_m must exceed {2 * LENGTH} m, got {render_view_m!r}")
+        check_int("cars_ahead", cars_ahead, lo=0, hi=MAX_CARS)
+        check_int("cars_oncoming", cars_oncoming, lo=0, hi=MAX_CARS)
+        check_int("observed_vehicles", observed_vehicles, lo=1, hi=MAX_OBSERVED)
+        check_int("render_px_per_m", render_px_per_m, lo=1, hi=MAX_RENDER_PX_PER_M)
+        check_number("render_view_m", render_view_m, lo=2 * LENGTH, lo_open=True, hi=MAX_VIEW_M)
         self.cars_ahead = int(cars_ahead)
         self.cars_oncoming = int(cars_oncoming)
         self.observed_vehicles = int(observed_vehicles)
@@ -433,6 +448,46 @@ class TwoWay(MultiAgentEnv):
     # --------------------------------------------------------------------- protocol
     def default_params(self) -> TwoWayParams:
         return TwoWayParams()
+
+    def check_params(self, params: TwoWayParams) -> None:
+        """Every field in range (``envs.settings.SettingError`` keyed by the field; ``envs.make``
+        calls this): counts are ints >= 1, lengths, speeds, spreads and IDM constants finite with
+        the sign the physics needs (``idm_comfort_dec`` < 0, the others > 0 or >= 0), speeds
+        within the model's +/- 40 m/s, each "low" below its "high", the players' start on the
+        road, and the rewards finite."""
+        check = functools.partial(check_field, check_number)
+        check_field(check_max_steps, "max_steps", params.max_steps, env_name=type(self).__name__)
+        check_field(check_int, "simulation_frequency", params.simulation_frequency, lo=1,
+                    hi=MAX_SIMULATION_FREQUENCY)  # fmt: skip
+        check_field(check_int, "policy_frequency", params.policy_frequency, lo=1,
+                    hi=_concrete_or(params.simulation_frequency, MAX_SIMULATION_FREQUENCY))  # fmt: skip
+        check("road_length", params.road_length, lo=0.0, lo_open=True, hi=MAX_ROAD_M)
+        check("lane_width", params.lane_width, lo=0.0, lo_open=True, hi=100.0)
+        check("start_x", params.start_x, lo=0.0, hi=_concrete_or(params.road_length, MAX_ROAD_M))
+        for name in ("speed_limit", "target_speed_high", "reward_speed_high"):
+            check(name, getattr(params, name), lo=0.0, lo_open=True, hi=MAX_SPEED)
+        for name in ("start_speed", "target_speed_low", "reward_speed_low", "traffic_speed",
+                     "oncoming_speed"):  # fmt: skip
+            check(name, getattr(params, name), lo=0.0, hi=MAX_SPEED)
+        for low, high in (
+            ("target_speed_low", "target_speed_high"),
+            ("reward_speed_low", "reward_speed_high"),
+        ):
+            lo_v, hi_v = _concrete_or(getattr(params, low)), _concrete_or(getattr(params, high))
+            if lo_v is not None and hi_v is not None and not lo_v < hi_v:
+                raise SettingError(high, hi_v, f"must be above {low} ({lo_v})")
+        for name in ("traffic_start", "traffic_spacing", "oncoming_start", "oncoming_spacing"):
+            check(name, getattr(params, name), lo=0.0, hi=MAX_ROAD_M)
+        for name in ("traffic_pos_std", "traffic_speed_std", "oncoming_pos_std",
+                     "oncoming_speed_std"):  # fmt: skip
+            check(name, getattr(params, name), lo=0.0, hi=MAX_SPEED)
+        for name in ("idm_acc_max", "idm_comfort_acc", "idm_delta"):
+            check(name, getattr(params, name), lo=0.0, lo_open=True, hi=100.0)
+        check("idm_comfort_dec", params.idm_comfort_dec, lo=-100.0, hi=0.0, hi_open=True)
+        check("idm_distance", params.idm_distance, lo=0.0, hi=MAX_ROAD_M)
+        check("idm_time_gap", params.idm_time_gap, lo=0.0, hi=100.0)
+        for name in ("speed_reward", "own_lane_reward", "crash_reward"):
+            check(name, getattr(params, name))
 
     def observation_space(self, agent):
         return self._obs_space
