@@ -143,7 +143,7 @@ class NashSettings(SolverSettings):
                 check_int(name, getattr(self, name), lo=1)
         check_int("check_every", self.check_every, lo=1)
         check_traceable_number("restart_beta", self.restart_beta, lo=0.0, hi=1.0)
-        check_number("lh_tol", self.lh_tol, lo=0.0)
+        check_number("lh_tol", self.lh_tol)  # negative: always fall back to rae
         if self.rae_options is not None:
             if not isinstance(self.rae_options, Mapping):
                 raise SettingError("rae_options", self.rae_options, "must be a mapping or null")
