@@ -206,6 +206,15 @@ def _json_default(o: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a bad input prints one line and returns 2 (``experiments.cli``)."""
+    from experiments.cli import run_command
+
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    from experiments.cli import DEBUG_HELP, CommandError
+
     parser = argparse.ArgumentParser(
         prog="python -m experiments.bench",
         description="Benchmark suite: project figure vs anchor measured in the same run.",
@@ -221,21 +230,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", metavar="JSON", default=None, help="print a saved result as Markdown and exit"
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
 
     if args.render:
-        with open(args.render) as f:
-            saved = json.load(f)
         from experiments.benchmarks.machine import format_machine
 
-        print(f"Command: `{saved.get('command', '?')}`  ")
-        print(f"Started: {saved.get('started_utc', '?')}  ")
-        load = saved["machine"].get("load_avg")
-        load_s = f" | load average at start {', '.join(f'{x:.2f}' for x in load)}" if load else ""
-        print(f"Machine: {format_machine(saved['machine'])}{load_s}\n")
-        print(format_table(saved.get("rows", []), markdown=True))
-        for s in saved.get("skipped", []):
-            print(f"\nSkipped `{s['part']}`: {s['reason']}")
+        with open(args.render) as f:
+            try:
+                saved = json.load(f)
+            except ValueError as err:
+                raise CommandError(f"--render {args.render}: not a JSON file ({err})") from err
+        try:
+            load = saved["machine"].get("load_avg")
+            load_s = (
+                f" | load average at start {', '.join(f'{x:.2f}' for x in load)}" if load else ""
+            )
+            lines = [
+                f"Command: `{saved.get('command', '?')}`  ",
+                f"Started: {saved.get('started_utc', '?')}  ",
+                f"Machine: {format_machine(saved['machine'])}{load_s}\n",
+                format_table(saved.get("rows", []), markdown=True),
+            ]
+            lines += [f"\nSkipped `{s['part']}`: {s['reason']}" for s in saved.get("skipped", [])]
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            if args.debug:
+                raise
+            raise CommandError(
+                f"--render {args.render}: not a result of experiments.bench ({err!r})"
+            ) from err
+        print("\n".join(lines))
         return 0
 
     if args.list:
@@ -250,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = resolve(args.names)
     started = _dt.datetime.now(_dt.UTC)
     machine = describe()
-    command = "python -m experiments.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.bench " + " ".join(argv)
     load = machine.get("load_avg")
     load_s = f" | load {', '.join(f'{x:.2f}' for x in load)}" if load else ""
     print(f"machine: {format_machine(machine)}{load_s}")

@@ -599,6 +599,10 @@ def render(run_dir: str | os.PathLike) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """The command, raising on a bad input (``python -m experiments.compare`` runs it through
+    ``experiments.cli.run_command``: one line, exit code 2, ``--debug`` for the traceback)."""
+    from experiments.cli import DEBUG_HELP, CommandError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", help="the comparison spec (YAML), or a run folder with --render")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the spec")
@@ -609,12 +613,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument(
         "--render", action="store_true", help="re-make the table and figure of a finished run"
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if args.render:
         print(render(args.spec))
         return Path(args.spec)
     spec = load_spec(args.spec, args.overrides, seeds=args.seeds, iterations=args.iterations)
-    build(spec)  # validate everything before any work
+    game, variants = build(spec)  # validate everything before any work
+    _check_memory(spec, game, variants)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out}: is a file; give a folder (made if missing)")
     out = new_run_dir(args.out, f"compare-{spec['name']}")
     results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
     table = _write_outputs(out, results)
@@ -623,11 +631,27 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
+def _check_memory(spec: dict, game: PSROGame, variants: list[Variant]) -> None:
+    """``ConfigError`` when a variant's run (all seeds at once) would not fit in memory
+    (``experiments.config.check_memory``; keyed under ``variants.<name>`` when the variant
+    changes the setting)."""
+    from psro.evaluation import evaluation_for
+
+    cfg = xcfg.config_from_dict(spec)
+    events = evaluation_for(game, 1).event_names()
+    for v in variants:
+        vcfg = xcfg.variant_config(cfg, v.name)
+        try:
+            xcfg.check_memory(vcfg, game, v.config.capacity, events, num_seeds=cfg.compare.seeds)
+        except xcfg.ConfigError as err:
+            section, field = err.key.split(".", 1)
+            own = getattr(getattr(vcfg, section), field) != getattr(getattr(cfg, section), field)
+            raise (xcfg.ConfigError.of(err, f"variants.{v.name}") if own else err) from None
+
+
 if __name__ == "__main__":
     import sys
 
-    try:
-        main()
-    except xcfg.ConfigError as err:  # a bad spec: one line, exit code 2
-        print(err, file=sys.stderr)
-        sys.exit(2)
+    from experiments.cli import run_command
+
+    sys.exit(run_command(main))

@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -118,6 +119,7 @@ __all__ = [
     "RunSection",
     "build",
     "build_game",
+    "check_memory",
     "config_from_dict",
     "load_config",
     "psro_config",
@@ -394,15 +396,21 @@ def check_int_cfg(key: str, value: Any, lo: int, hi: int, allowed: str) -> None:
 # ------------------------------------------------------------------------------------- random games
 def _random_factory(generator):
     def make(size: int | Sequence[int] = 10, seed: int = 0, **rest):
+        allowed = "an int >= 1 (a square two-player game) or a list of >= 2 action counts >= 1"
         if isinstance(size, bool) or not (
             isinstance(size, int) or (isinstance(size, Sequence) and not isinstance(size, str))
         ):
-            raise ValueError(f"size must be an int or a list of action counts, got {size!r}")
+            raise SettingError("size", size, allowed)
         sizes = (size, size) if isinstance(size, int) else tuple(size)
-        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes):
-            raise ValueError(f"size must hold positive ints, got {size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        if len(sizes) < 2 or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes
+        ):
+            raise SettingError("size", size, allowed)
+        if generator is matrix.random_zero_sum and len(sizes) != 2:
+            raise SettingError("size", size, "a zero-sum game here has two players: an int or "
+                               "a list of two action counts")  # fmt: skip
+        check_int("seed", seed, lo=0)
+        _check_table_memory(size, sizes)
         table = generator(seed, sizes)
         return envs.factory(matrix.MatrixGame, payoffs=table)(**rest)
 
@@ -411,6 +419,29 @@ def _random_factory(generator):
         "seed, and the MatrixGame settings."
     )
     return make
+
+
+# bytes per payoff entry while a random table is made: numpy's float64 draw, the stacked table
+# and the float32 params copy
+_TABLE_BYTES_PER_ENTRY = 8 + 8 + 4
+
+
+def _check_table_memory(size: Any, sizes: tuple[int, ...]) -> None:
+    """``SettingError`` keyed ``size`` when the payoff table would not fit in memory (checked
+    before numpy draws it)."""
+    from psro import memory
+
+    entries = len(sizes) * math.prod(sizes)
+    need = entries * _TABLE_BYTES_PER_ENTRY
+    available = memory.available_bytes()
+    if available is not None and need > available:
+        raise SettingError(
+            "size",
+            size,
+            f"the payoff table ({len(sizes)} players x {' x '.join(map(str, sizes))} actions) "
+            f"would need about {memory.show_gib(need)}, more than the "
+            f"{memory.show_gib(available)} of memory available",
+        )
 
 
 def _register_random_games() -> None:
@@ -624,6 +655,8 @@ def build_game(cfg: ExperimentConfig):
         env, params = envs.make(cfg.env.name, **overrides)
     except envs.UnknownEnvError as err:
         raise ConfigError("env.name", cfg.env.name, str(err)) from None
+    except SettingError as err:  # keyed by the setting: env.overrides.<name>
+        raise ConfigError.of(err, "env.overrides") from None
     except (TypeError, ValueError) as err:
         raise ConfigError("env.overrides", overrides, str(err)) from None
     kind = game_kind(cfg)
@@ -646,6 +679,30 @@ def build(cfg: ExperimentConfig, num_seeds: int | None = None):
     pcfg = psro_config(cfg)
     game = build_game(cfg)
     try:
-        return game, PSRO(game, pcfg, num_seeds=num_seeds)
+        psro = PSRO(game, pcfg, num_seeds=num_seeds)  # checks and traces shapes, allocates nothing
     except SettingError as err:
         raise ConfigError.of(err, "psro") from None
+    check_memory(cfg, game, pcfg.capacity, psro.event_names(), num_seeds)
+    return game, psro
+
+
+def check_memory(cfg: ExperimentConfig, game, capacity: int, event_names=(), num_seeds=None):
+    """``ConfigError`` when the run's arrays (``psro.memory.estimate``) would not fit in the
+    available memory, keyed by the setting that drives the largest part: ``psro.capacity`` (or
+    ``psro.iterations`` when the capacity follows from it) for the populations and meta-game
+    tables, ``psro.episodes`` for the evaluation batches. Returns the estimate."""
+    from psro import memory
+
+    est = memory.estimate(game, capacity, cfg.psro.episodes, event_names, num_seeds)
+    if est.dominant == "rollouts":
+        key, value, what = "psro.episodes", cfg.psro.episodes, "lower psro.episodes"
+    elif cfg.psro.capacity is not None:
+        key, value, what = "psro.capacity", cfg.psro.capacity, "lower psro.capacity"
+    else:
+        key, value = "psro.iterations", cfg.psro.iterations
+        what = "lower psro.iterations (the capacity is iterations + the initial members)"
+    try:
+        memory.check(est, key, value, what=what)
+    except SettingError as err:
+        raise ConfigError.of(err) from None
+    return est

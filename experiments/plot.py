@@ -279,16 +279,42 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a bad input prints one line and returns 2 (``experiments.cli``)."""
+    from experiments.cli import run_command
+
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    import zipfile
+
+    from experiments.cli import DEBUG_HELP, CommandError
+
     parser = argparse.ArgumentParser(
         prog="python -m experiments.plot", description="Figures (PNG) of a PSRO run folder."
     )
     parser.add_argument("run_dir", help="a run folder written by experiments.run")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        what = "is not a folder" if run_dir.exists() else "does not exist"
+        raise CommandError(f"{run_dir} {what}: give a run folder written by experiments.run")
+    metrics_file = run_dir / "metrics.jsonl"
+    if not metrics_file.is_file():
+        raise CommandError(f"{run_dir} is not a run folder: it has no metrics.jsonl")
+    rows = _read_metrics(run_dir)
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise CommandError(
+            f"{metrics_file} is not a metrics log: "
+            + ("no complete line" if not rows else "a line is not a JSON object")
+        )
     try:
-        paths = plot_run(args.run_dir)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        paths = plot_run(run_dir)
+    except (ValueError, TypeError, KeyError, IndexError, OSError, zipfile.BadZipFile) as err:
+        if "--debug" in argv:
+            raise
+        raise CommandError(f"{run_dir}: could not plot its files ({err})") from err
     for p in paths:
         print(p)
     return 0

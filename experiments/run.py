@@ -520,6 +520,15 @@ def _final_line(cfg, run_dir: Path, summary: Mapping, agents: Sequence[str]) -> 
 
 # ------------------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; a bad input prints one line and returns 2 (``experiments.cli``)."""
+    from experiments.cli import run_command
+
+    return run_command(_main, argv, errors=(CheckpointError,))
+
+
+def _main(argv: list[str]) -> int:
+    from experiments.cli import DEBUG_HELP
+
     parser = argparse.ArgumentParser(
         prog="python -m experiments.run",
         description="Run one PSRO experiment from a YAML config and write a run folder.",
@@ -532,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", metavar="DIR", help="the run folder (default: a fresh one)")
     parser.add_argument("--stop-after", type=int, help="stop after N iterations (as if killed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.resume and args.config is not None:
@@ -541,18 +551,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give either CONFIG or --resume RUN_DIR, not both")
     if not args.resume and args.config is None:
         parser.error("CONFIG is required (or --resume RUN_DIR)")
-    try:
-        run_dir = run_experiment(
-            None if args.resume else args.config,
-            overrides,
-            out_dir=args.out,
-            resume=args.resume,
-            stop_after=args.stop_after,
-            progress=False if args.no_progress else None,
-        )
-    except (xcfg.ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_dir = run_experiment(
+        None if args.resume else args.config,
+        overrides,
+        out_dir=args.out,
+        resume=args.resume,
+        stop_after=args.stop_after,
+        progress=False if args.no_progress else None,
+    )
     print(run_dir)
     return 0
 

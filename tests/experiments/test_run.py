@@ -108,7 +108,7 @@ BAD = [
     (["psro.episodes=0"], "psro.episodes", "must be an integer >= 1"),
     (["oracle.gama=1.0"], "psro.oracle_kwargs.gama", "unknown setting; allowed: eps, gamma"),
     (["solver.gama=1.0"], "psro.solver_kwargs.gama", "allowed: .*iterations"),
-    (["env.overrides.max_stepz=2"], "env.overrides", "no setting 'max_stepz'"),
+    (["env.overrides.max_stepz=2"], "env.overrides.max_stepz", "no setting 'max_stepz'"),
     (["game.kind=network"], "psro.oracle", "does not support network games"),
     (["game.kind=graph"], "game.kind", "must be one of"),
     (["run.checkpoint_every=0"], "run.checkpoint_every", "must be an integer >= 1"),
