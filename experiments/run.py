@@ -15,6 +15,11 @@ anything is written: a bad config fails with the dotted key and leaves no run fo
 **The run folder** ``<run.out_dir>/<name>-<UTC timestamp>/``:
 
 * ``config.yaml`` -- the resolved config (interpolations resolved, ``psro.capacity`` filled in);
+  every checkpoint records it too (as a dict) with the SHA-256 of these exact bytes;
+* ``run.lock`` -- the folder's lock: the process running in it holds an exclusive
+  ``fcntl.flock`` on this file for the whole run (fresh or resumed) and writes its pid into it;
+  another ``run_experiment`` on the folder fails at once (``RunLockedError``, naming the folder and
+  that pid). The kernel drops the lock when the holder ends, however it ends; the file stays;
 * ``metrics.jsonl`` -- one JSON object per iteration (``psro.metrics.iteration_metrics``; the
   initial state is iteration 0), plus ``elapsed_s``, the run's wall-clock so far;
 * ``tb/`` -- TensorBoard events (tensorboardX) of the scalar metrics, list metrics per entry;
@@ -30,8 +35,10 @@ anything is written: a bad config fails with the dotted key and leaves no run fo
 Every file but the logs is written atomically (temporary file, fsync, ``os.replace``).
 ``metrics.jsonl`` is append-only: each line goes out in one ``write`` and is fsynced, so a kill
 leaves at most a cut last line, which readers skip and ``--resume`` removes; rewriting the whole
-log atomically every iteration would cost quadratic I/O on long runs. TensorBoard's event files are
-tensorboardX's own append-only format (a resumed run purges the steps after its checkpoint).
+log atomically every iteration would cost quadratic I/O on long runs. Each checkpoint's metadata
+also holds every line so far (a few KB per iteration; only ``run.keep_checkpoints`` are kept), so
+the log can be rebuilt. TensorBoard's event files are tensorboardX's own append-only format (a
+resumed run purges the steps after its checkpoint).
 
 **Stop rules**, checked after every iteration: the iteration budget ``psro.iterations``; the
 wall-clock budget ``psro.time_budget_s`` (counted over all segments of a resumed run; the current
@@ -42,18 +49,33 @@ solver's certificate on the empirical meta-game (``solver_gap``).
 
 **Determinism and resumption.** One seed (``seed``) keys the whole run: ``jax.random.key(seed)``
 goes to ``PSRO.init``, and every later key is split from the state's. ``--resume RUN_DIR``
-re-reads the run's ``config.yaml``, restores the latest checkpoint that passes its integrity check
-(a damaged one is reported and the previous one used; ``marl.checkpoint``), drops the
-``metrics.jsonl`` lines after it, moves newer (damaged) checkpoint folders to
-``checkpoints-unusable/``, and goes on; the final state is bitwise that of an uninterrupted run
-on the same device. On resume only the stop rules and ``run.*`` may be overridden (e.g.
-``psro.iterations=40`` to extend a run, within its capacity).
+takes the folder's lock, then checks the run's ``config.yaml`` against the config recorded in the
+latest checkpoint whose integrity check passes (its metadata is covered by the manifest,
+``marl.checkpoint``): the file's SHA-256 must be the recorded one -- or the file must be exactly
+as this program writes configs and differ only in the resumable keys below (a resume with
+overrides rewrites ``config.yaml`` before its first checkpoint records them). Anything else -- a
+changed game size, solver setting or seed, a truncated or damaged file -- is refused with a
+``ConfigError`` naming every changed key (old -> new), and nothing in the folder is written. It
+then restores the latest usable checkpoint (a damaged one is reported and the previous one used),
+moves newer (damaged) checkpoint folders to ``checkpoints-unusable/``, and makes
+``metrics.jsonl`` exactly the checkpoint's record of iterations ``0..step``: the lines after it
+(and a cut last line) are dropped as after any kill, and where lines up to it are missing,
+damaged, unreadable, duplicated or out of order the file is rewritten (atomically) from the
+record and a line on stderr names the iterations rebuilt and the lines dropped. Then it goes on;
+the final state is bitwise that of an uninterrupted run on the same device. On resume only the
+stop rules and ``run.*`` may be overridden (e.g. ``psro.iterations=40`` to extend a run, within
+its capacity), on the command line; the new values go into ``config.yaml`` and the next
+checkpoint's record. (Folders whose checkpoints predate these records are resumed as before,
+with a note that the config is not verified.)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -77,19 +99,87 @@ from marl.files import (
     read_jsonl,
 )
 
-__all__ = ["RESUMABLE_KEYS", "gap_value", "load_run", "read_metrics", "run_experiment", "main"]
+__all__ = [
+    "RESUMABLE_KEYS",
+    "RunLockedError",
+    "gap_value",
+    "load_run",
+    "lock_run_dir",
+    "read_metrics",
+    "run_experiment",
+    "main",
+]
 
 RESUMABLE_KEYS = ("psro.iterations", "psro.time_budget_s", "psro.gap_threshold", "run.")
 CHECKPOINTS, QUARANTINE = "checkpoints", "checkpoints-unusable"
+LOCK = "run.lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is using the run folder (it holds the folder's ``run.lock``)."""
 
 
 # ------------------------------------------------------------------------------------- files
-def _append_line(path: Path, obj: Any) -> None:
-    line = json.dumps(jsonable(obj), allow_nan=False) + "\n"
+def _metrics_line(obj: Any) -> str:
+    """One ``metrics.jsonl`` line (no newline): what is appended and what checkpoints record."""
+    return json.dumps(jsonable(obj), allow_nan=False)
+
+
+def _append_line(path: Path, line: str) -> None:
     with open(path, "a") as f:
-        f.write(line)
+        f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> int:
+    """Take the run folder's exclusive lock (``fcntl.flock`` on ``<run_dir>/run.lock``, not
+    waiting) and write this process's pid into the lock file. Returns the open descriptor: the lock
+    lasts until it is closed or the process ends (the kernel releases it even on a kill).
+
+    Raises ``RunLockedError`` naming the folder and the holder's pid when another process (or
+    another descriptor of this one) holds it."""
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = ""
+        if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                pass
+        os.close(fd)
+        if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        raise RunLockedError(
+            f"run folder {Path(run_dir)} is in use by another process (pid "
+            f"{holder or 'unknown'} holds {path}); wait for it to finish or stop it -- two "
+            "processes on one run folder would interleave its files"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Lock:
+    """The run folder lock of one ``run_experiment`` call (released when it returns or raises)."""
+
+    def __init__(self):
+        self.fd: int | None = None
+
+    def acquire(self, run_dir: Path) -> None:
+        self.fd = lock_run_dir(run_dir)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -98,9 +188,61 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop the lines after ``iteration`` (a checkpoint without a metrics record: older folders)."""
     keep = [m for m in read_metrics(run_dir) if m.get("iteration", -1) <= iteration]
     text = "".join(json.dumps(m, allow_nan=False) + "\n" for m in keep)
     atomic_write_text(run_dir / "metrics.jsonl", text)
+
+
+def _span(its: Sequence[int]) -> str:
+    return ", ".join(map(str, its))
+
+
+def _reconcile_metrics(run_dir: Path, step: int, lines: Sequence[str], say) -> None:
+    """Make ``metrics.jsonl`` exactly ``lines`` (the record of iterations ``0..step`` saved in the
+    checkpoint of ``step``), saying which iterations were missing or damaged and how many unreadable
+    lines were dropped. The lines after ``step`` (redone by the resumed run) and a cut last line
+    (left by a kill) are dropped without a word. Rewritten atomically, only if it differs."""
+    path = run_dir / "metrics.jsonl"
+    want = "".join(line + "\n" for line in lines)
+    have = path.read_text(errors="replace") if path.is_file() else ""
+    if have == want:
+        return
+    raw = have.splitlines()
+    cut_last = bool(have) and not have.endswith("\n")
+    seen: dict[int, list[str]] = {}
+    kept, unreadable = [], 0  # the readable lines up to ``step``, in file order
+    for n, text in enumerate(raw):
+        try:
+            row = json.loads(text)
+            it = row.get("iteration") if isinstance(row, dict) else None
+            if not isinstance(it, int) or isinstance(it, bool):
+                raise ValueError(text)
+        except ValueError:
+            if not (cut_last and n == len(raw) - 1):
+                unreadable += 1
+            continue
+        seen.setdefault(it, []).append(text)
+        if it <= step:
+            kept.append(text)
+    record = [(json.loads(line)["iteration"], line) for line in lines]
+    missing = [it for it, line in record if it not in seen]
+    damaged = [it for it, line in record if it in seen and line not in seen[it]]
+    problems = []
+    if missing:
+        problems.append(f"iteration(s) {_span(missing)} missing")
+    if damaged:
+        problems.append(f"iteration(s) {_span(damaged)} damaged")
+    if unreadable:
+        problems.append(f"{unreadable} unreadable line(s) dropped")
+    if kept != list(lines) and not (missing or damaged):
+        problems.append("lines duplicated or out of order")
+    atomic_write_text(path, want)
+    if problems:
+        say(
+            f"{path} did not match the metrics recorded in the checkpoint of iteration {step} "
+            f"({'; '.join(problems)}): rebuilt iterations 0..{step} from the checkpoint"
+        )
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -251,21 +393,124 @@ def _resolved(cfg: xcfg.ExperimentConfig) -> xcfg.ExperimentConfig:
     return xcfg.config_from_dict(data)
 
 
-def _check_resume_overrides(before: dict, after: dict, prefix: str = "") -> None:
-    for key in sorted(set(before) | set(after)):
-        dotted = f"{prefix}{key}"
-        a, b = before.get(key), after.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            _check_resume_overrides(a, b, dotted + ".")
-        elif a != b and not any(
-            dotted == k or (k.endswith(".") and dotted.startswith(k)) for k in RESUMABLE_KEYS
-        ):
+_ABSENT = object()
+
+
+def _resumable(dotted: str) -> bool:
+    return any(dotted == k or (k.endswith(".") and dotted.startswith(k)) for k in RESUMABLE_KEYS)
+
+
+def _resumable_names() -> str:
+    return ", ".join(k.rstrip(".") + (".*" if k.endswith(".") else "") for k in RESUMABLE_KEYS)
+
+
+def _config_diff(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, before, after)`` for every leaf that differs (``_ABSENT`` where a side lacks
+    the key), keys sorted."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out = []
+        for key in sorted(set(before) | set(after), key=str):
+            dotted = f"{prefix}{key}"
+            a, b = before.get(key, _ABSENT), after.get(key, _ABSENT)
+            if isinstance(a, Mapping) and isinstance(b, Mapping):
+                out += _config_diff(a, b, dotted + ".")
+            elif a != b:
+                out.append((dotted, a, b))
+        return out
+    return [] if before == after else [(prefix.rstrip(".") or "<config>", before, after)]
+
+
+def _check_resume_overrides(before: dict, after: dict) -> None:
+    for dotted, _, b in _config_diff(before, after):
+        if not _resumable(dotted):
             raise xcfg.ConfigError(
                 dotted,
-                b,
+                None if b is _ABSENT else b,
                 "cannot be changed when resuming (it would change the run); only "
-                f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in RESUMABLE_KEYS)} can",
+                f"{_resumable_names()} can",
             )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _show(v: Any) -> str:
+    return "(absent)" if v is _ABSENT else repr(v)
+
+
+def _check_config_file(run_dir: Path, step: int, meta: Mapping, say) -> None:
+    """Refuse (``ConfigError``, nothing written) a run folder whose ``config.yaml`` is not the
+    config recorded with the checkpoint of ``step``: the file's SHA-256 must be the recorded one,
+    or the file must be exactly as ``to_yaml`` renders it (not truncated or hand-formatted) and
+    differ from the recorded config only in ``RESUMABLE_KEYS`` (a resume with overrides writes
+    ``config.yaml`` before its first checkpoint; a fallback to an older checkpoint predates a
+    later one's overrides). The error names every changed key."""
+    path = run_dir / "config.yaml"
+    recorded, want = meta.get("config"), meta.get("config_sha256")
+    if recorded is None or want is None:
+        say(
+            f"the checkpoint of iteration {step} records no config checksum (an older run "
+            f"folder): {path} is not verified"
+        )
+        return
+    data = path.read_bytes()
+    got = _sha256(data)
+    if got == want:
+        return
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        parsed = OmegaConf.create(data.decode("utf-8"))
+        raw = (
+            OmegaConf.to_container(parsed, resolve=False)
+            if isinstance(parsed, DictConfig)
+            else None
+        )
+    except Exception:  # noqa: BLE001 -- not YAML, not UTF-8: damaged
+        raw = None
+    sums = f"sha256 {got[:12]}..., recorded {want[:12]}..."
+    advice = (
+        "; put the file back as it was (the checkpoint's config is in its metadata) or start a "
+        "new run -- a run's game, solver, oracle and seed cannot change under it (its meta-game "
+        f"would mix two games); on resume only {_resumable_names()} may change, as command-line "
+        "overrides"
+    )
+    if raw is None:
+        raise xcfg.ConfigError(
+            "<file>",
+            str(path),
+            f"does not match the config recorded with the checkpoint of iteration {step} "
+            f"({sums}) and cannot be read as a YAML mapping: it was damaged or truncated" + advice,
+        )
+    diff = _config_diff(recorded, raw)
+    changed = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, a, b in diff)
+    fixed = [d for d in diff if not _resumable(d[0])]
+    if fixed:
+        key, _, new = fixed[0]
+        keys = ", ".join(k for k, _, _ in fixed)
+        raise xcfg.ConfigError(
+            key,
+            None if new is _ABSENT else new,
+            f"{path} no longer matches the config recorded with the checkpoint of iteration "
+            f"{step} ({sums}); changed keys: {keys} ({changed})" + advice,
+        )
+    try:
+        canonical = xcfg.to_yaml(xcfg.config_from_dict(raw)).encode("utf-8") == data
+    except Exception:  # noqa: BLE001 -- invalid: certainly not as written
+        canonical = False
+    if not canonical:
+        raise xcfg.ConfigError(
+            "<file>",
+            str(path),
+            f"does not match the config recorded with the checkpoint of iteration {step} "
+            f"({sums}) and is not a config this program wrote (truncated, damaged or edited by "
+            f"hand){'; changed keys: ' + changed if changed else ''}" + advice,
+        )
+    say(
+        f"{path} differs from the config recorded with the checkpoint of iteration {step} only "
+        f"in resumable settings ({changed}); they are kept"
+    )
 
 
 _PSRO_CACHE: dict[str, tuple] = {}
@@ -313,13 +558,21 @@ def load_run(run_dir: str | os.PathLike, step: int | None = None, log=None):
     """A run folder's config, ``PSRO`` object and checkpointed state.
 
     Returns ``(cfg, psro, step, state)`` for checkpoint ``step`` (default: the latest usable one;
-    damaged ones are reported through ``log`` and skipped, as in ``--resume``).
+    damaged ones are reported through ``log`` and skipped, as in ``--resume``). A ``config.yaml``
+    that no longer matches the checkpoint's recorded config is refused (``ConfigError``), as in
+    ``--resume``.
     """
     run_dir = Path(run_dir)
-    cfg = xcfg.load_config(run_dir / "config.yaml")
-    _, psro = _build(cfg)
     ckpt = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=None, log=log or _say)
     try:
+        try:
+            ck_step, ck_meta = ckpt.metadata(step)
+        except CheckpointError:  # nothing usable: restore below says why
+            ck_step, ck_meta = None, None
+        if ck_meta is not None:
+            _check_config_file(run_dir, ck_step, ck_meta, log or _say)
+        cfg = xcfg.load_config(run_dir / "config.yaml")
+        _, psro = _build(cfg)
         abstract = _abstract_state(psro, jax.random.key(cfg.seed))
         step, state, _ = ckpt.restore(abstract, step)
     finally:
@@ -353,15 +606,35 @@ def run_experiment(
       log: where messages go (default: stderr).
 
     Raises:
-      ConfigError: a bad config (before anything is written).
+      ConfigError: a bad config (before anything is written); with ``resume``, also a
+        ``config.yaml`` that no longer matches the config recorded in the checkpoint (nothing is
+        written then either).
       CheckpointError: ``resume`` with no usable checkpoint.
+      RunLockedError: another process is using the run folder (``run.lock``).
     """
-    say = log or _say
+    lock = _Lock()
+    try:
+        return _run(config, overrides, out_dir, resume, stop_after, progress, log or _say, lock)
+    finally:
+        lock.release()
+
+
+def _run(config, overrides, out_dir, resume, stop_after, progress, say, lock: _Lock) -> Path:
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+        lock.acquire(run_dir)  # before reading anything: the folder is ours from here on
+        probe = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=None, log=say)
+        try:
+            ck_step, ck_meta = probe.metadata()
+        except CheckpointError:  # nothing usable: restore below says why, step by step
+            ck_step, ck_meta = None, None
+        finally:
+            probe.close()
+        if ck_meta is not None:
+            _check_config_file(run_dir, ck_step, ck_meta, say)
         saved = xcfg.load_config(run_dir / "config.yaml")
         cfg = xcfg.load_config(run_dir / "config.yaml", overrides)
         _check_resume_overrides(xcfg.to_dict(saved), xcfg.to_dict(cfg))
@@ -387,8 +660,17 @@ def run_experiment(
             run_dir.mkdir(parents=True, exist_ok=False)
         else:
             run_dir = new_run_dir(Path(cfg.run.out_dir), cfg.name)
-    atomic_write_text(run_dir / "config.yaml", xcfg.to_yaml(cfg))
+        lock.acquire(run_dir)
+    config_text = xcfg.to_yaml(cfg)
+    config_meta = {"config": xcfg.to_dict(cfg), "config_sha256": _sha256(config_text.encode())}
+    if resume is None:
+        atomic_write_text(run_dir / "config.yaml", config_text)
     history = []
+    lines: list[str] = []  # every metrics.jsonl line so far, recorded with each checkpoint
+
+    def record(elapsed_s: float) -> dict:
+        return {"elapsed_s": elapsed_s, "history": history, "metrics": lines, **config_meta}
+
     try:
         ckpt = Checkpointer(run_dir / CHECKPOINTS, max_to_keep=cfg.run.keep_checkpoints, log=say)
         key = jax.random.key(cfg.seed)
@@ -397,19 +679,29 @@ def run_experiment(
             state = psro.init(key)
             metrics = _iteration_metrics(psro, state, None)
             metrics["elapsed_s"] = time.perf_counter() - t_start
-            _append_line(run_dir / "metrics.jsonl", metrics)
-            history = [{"event": "start", "iteration": 0}]
-            ckpt.save(0, state, {"elapsed_s": metrics["elapsed_s"], "history": history})
+            lines.append(_metrics_line(metrics))
+            _append_line(run_dir / "metrics.jsonl", lines[-1])
+            history[:] = [{"event": "start", "iteration": 0}]
+            ckpt.save(0, state, record(metrics["elapsed_s"]))
             export_metagame(run_dir, psro, state)
         else:
             step, state, meta = ckpt.restore(_abstract_state(psro, key))
+            if "config" in meta:  # the step restored may be older than the one checked above
+                _check_resume_overrides(meta["config"], config_meta["config"])
+            if (run_dir / "config.yaml").read_text() != config_text:  # overrides: record them
+                atomic_write_text(run_dir / "config.yaml", config_text)
             moved = ckpt.discard_after(step, run_dir / QUARANTINE)
             if moved:
                 say(f"moved unusable checkpoint(s) {moved} to {run_dir / QUARANTINE}")
-            _truncate_metrics(run_dir, step)
+            if "metrics" in meta:
+                lines[:] = meta["metrics"]
+                _reconcile_metrics(run_dir, step, lines, say)
+            else:  # a checkpoint from before metrics were recorded in it
+                _truncate_metrics(run_dir, step)
+                lines[:] = [_metrics_line(m) for m in read_metrics(run_dir)]
             export_metagame(run_dir, psro, state)
             elapsed_before, purge = float(meta.get("elapsed_s", 0.0)), step + 1
-            history = list(meta.get("history", [])) + [{"event": "resume", "iteration": step}]
+            history[:] = list(meta.get("history", [])) + [{"event": "resume", "iteration": step}]
             say(f"resuming {run_dir} from the checkpoint of iteration {step}")
             metrics = _iteration_metrics(psro, state, None)
         tb = _TB(run_dir, cfg.run.tensorboard, purge)
@@ -440,14 +732,14 @@ def run_experiment(
                 bar.set_description_str(f"{cfg.name} it {it}: metrics")
                 metrics = _iteration_metrics(psro, state, info)
                 metrics["elapsed_s"] = elapsed()
-                _append_line(run_dir / "metrics.jsonl", metrics)
+                lines.append(_metrics_line(metrics))
+                _append_line(run_dir / "metrics.jsonl", lines[-1])
                 tb.log(metrics, it)
                 reason = _stop_reason(cfg, it, metrics, metrics["elapsed_s"])
                 done_here += 1
                 if it % cfg.run.checkpoint_every == 0 or reason is not None:
                     bar.set_description_str(f"{cfg.name} it {it}: checkpoint")
-                    meta = {"elapsed_s": elapsed(), "history": history}
-                    ckpt.save(it, state, meta)
+                    ckpt.save(it, state, record(elapsed()))
                     export_metagame(run_dir, psro, state)
                     saved_at = it
                 bar.set_postfix(_headline(metrics, agents), refresh=False)
@@ -461,7 +753,7 @@ def run_experiment(
         finally:
             bar.close()
         if saved_at != it:  # e.g. a resumed run that was already over
-            ckpt.save(it, state, {"elapsed_s": elapsed(), "history": history})
+            ckpt.save(it, state, record(elapsed()))
             export_metagame(run_dir, psro, state)
         history.append({"event": "stop", "iteration": it, "reason": reason})
         summary = {
@@ -523,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; a bad input prints one line and returns 2 (``experiments.cli``)."""
     from experiments.cli import run_command
 
-    return run_command(_main, argv, errors=(CheckpointError,))
+    return run_command(_main, argv, errors=(CheckpointError, RunLockedError))
 
 
 def _main(argv: list[str]) -> int:

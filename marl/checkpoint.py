@@ -15,7 +15,10 @@ steps kept). On top of orbax it adds:
   the previous step; with no usable step it raises ``CheckpointError``. A step without a manifest
   (killed between orbax's finalisation and the manifest) is treated as unusable.
 
-Saves are synchronous, so when ``save`` returns the step is on disk and verified-able.
+Saves are synchronous, so when ``save`` returns the step is on disk and verified-able. The
+metadata lives inside the step folder, so the manifest covers it too: what a caller records there
+(``experiments.run`` records the run's config and its checksum, and the metrics log) is as
+trustworthy as the arrays; ``metadata(step)`` reads it alone, without the arrays.
 
     from marl.checkpoint import Checkpointer
     ckpt = Checkpointer("/tmp/run/checkpoints", max_to_keep=3)
@@ -233,6 +236,29 @@ class Checkpointer:
         raise CheckpointError(
             f"no usable checkpoint in {self.directory} (tried steps {', '.join(map(str, tried))}); "
             "start the run afresh"
+        )
+
+    def metadata(self, step: int | None = None) -> tuple[int, dict]:
+        """The metadata dict saved with ``step`` (default: the latest step that passes its
+        integrity check), read without restoring the arrays -- e.g. to check what a run was
+        configured with before building the structure ``restore`` needs. Returns
+        ``(step, metadata)``; damaged steps are skipped silently (``restore`` reports them).
+        Raises ``CheckpointError`` when no step passes."""
+        candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+        for s in candidates:
+            if verify_manifest(self.step_dir(s)) is not None:
+                continue
+            try:
+                out = self._manager.restore(
+                    s, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
+                )
+                return s, out[_META]["user"]
+            except Exception:  # noqa: BLE001 -- unreadable: try the previous step
+                continue
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory}"
+            + (f" (tried steps {', '.join(map(str, candidates))})" if candidates else "")
+            + "; start the run afresh"
         )
 
     def discard_after(self, step: int, quarantine: str | os.PathLike) -> list[int]:
