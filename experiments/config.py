@@ -520,8 +520,27 @@ def import_plugins(plugins: Any) -> None:
             raise ConfigError(f"plugins[{i}]", name, f"could not be imported: {err}") from None
 
 
+def _check_override_syntax(dots: Sequence[str]) -> None:
+    """``ConfigError`` naming the key of an override whose value is not valid YAML (an unclosed
+    quote, a stray ``:``), instead of the YAML parser's traceback."""
+    import yaml
+
+    for item in dots:
+        try:
+            OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as err:
+            key, value = item.split("=", 1)
+            first = " ".join(str(err).split("\n")[0].split())
+            raise ConfigError(
+                key, value, f"not a valid value ({first}); quote a string, e.g. key='a: b'"
+            ) from None
+        except OmegaConfBaseException:
+            pass  # reported with its key below
+
+
 def _structured(raw: DictConfig | Mapping, overrides: Sequence[str] = ()) -> ExperimentConfig:
     dots = [_expand_override(o) for o in overrides]
+    _check_override_syntax(dots)
     try:
         plain = OmegaConf.merge(OmegaConf.create(_plain(raw) if isinstance(raw, Mapping) else raw),
                                 OmegaConf.from_dotlist(dots) if dots else {})  # fmt: skip
