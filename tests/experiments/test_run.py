@@ -96,7 +96,7 @@ def test_random_zero_sum_env_is_seeded():
 
 BAD = [
     (["psro.solver=nashh"], "psro.solver", "must be one of .*rae"),
-    (["psro.oracle=magic"], "psro.oracle", "must be one of exact"),
+    (["psro.oracle=magic"], "psro.oracle", "must be one of .*exact"),
     (["env.name=matrix/stag_hnt"], "env.name", "must be one of .*matrix/stag_hunt"),
     (["psro.iteratons=3"], "psro.iteratons", "unknown key.*iterations"),
     (["colour=red"], "colour", "unknown key.*Allowed keys here: name, seed"),

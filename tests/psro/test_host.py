@@ -31,6 +31,27 @@ def rps_factory(max_steps: int = 1):
     return functools.partial(envs.to_pettingzoo, RPS, max_steps=max_steps)
 
 
+class _ImageEnv:
+    """A two-player PettingZoo env with 2-D observations (not for an MLP member)."""
+
+    def __new__(cls):
+        import gymnasium
+        from pettingzoo import ParallelEnv
+
+        class Image(ParallelEnv):
+            possible_agents = ["player_0", "player_1"]
+            agents = possible_agents
+            metadata = {}
+
+            def observation_space(self, agent):
+                return gymnasium.spaces.Box(0.0, 1.0, (2, 2), np.float32)
+
+            def action_space(self, agent):
+                return gymnasium.spaces.Discrete(2)
+
+        return Image()
+
+
 def host_psro(factory, hidden=8, **config) -> PSRO:
     """PSRO with the ppo oracle on a host game."""
     config.setdefault("oracle", "ppo")
@@ -157,10 +178,12 @@ def test_bad_input_is_rejected_with_a_clear_error():
     with pytest.raises(SettingError, match="module 'no_such_pkg.x' could not be imported"):
         games.pettingzoo_game("no_such_pkg.x:parallel_env")
 
-    from pettingzoo.classic import rps_v2  # Discrete observations: not for an MLP policy
+    from pettingzoo.classic import rps_v2  # Discrete observations reach the MLP one-hot
 
+    game = games.pettingzoo_game(rps_v2.parallel_env, hidden=8)
+    assert game.env.observation_space("player_0").shape == (4,)
     with pytest.raises(TypeError, match="flat observation; 'player_0'"):
-        games.pettingzoo_game(rps_v2.parallel_env)
+        games.pettingzoo_game(_ImageEnv)
 
     host = host_psro(
         rps_factory(), capacity=2, solver="uniform", episodes=2, oracle_kwargs=TINY_PPO
