@@ -325,3 +325,43 @@ def test_plot_command_writes_pngs(baseline, capsys):
         path = baseline / name
         assert str(path) in printed
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+# the bad values a hostile tester found passing validation (or failing after the run folder was
+# made): each now rejected before any work, naming its key, with no run folder left behind
+_PPO_GAME = ["env.name=trust_dilemma", "game.kind=network", "psro.oracle=ppo"]
+HOSTILE = [
+    (["psro.solver=rae", "solver.gamma=nan"], "psro.solver_kwargs.gamma"),
+    (["psro.solver=rae", "solver.gamma=-1"], "psro.solver_kwargs.gamma"),
+    (["psro.solver=rae", "solver.eps=1.5"], "psro.solver_kwargs.eps"),
+    (["psro.solver=alpharank", "solver.alpha=nan"], "psro.solver_kwargs.alpha"),
+    (["psro.solver=alpharank", "solver.alpha=-1"], "psro.solver_kwargs.alpha"),
+    (["oracle.gamma=nan"], "psro.oracle_kwargs.gamma"),
+    (["oracle.gamma=-2"], "psro.oracle_kwargs.gamma"),
+    ([*_PPO_GAME, "oracle.lr=nan"], "psro.oracle_kwargs.lr"),
+    ([*_PPO_GAME, "oracle.lr=-1"], "psro.oracle_kwargs.lr"),
+    ([*_PPO_GAME, "oracle.warm_start=worst"], "psro.oracle_kwargs.warm_start"),
+    ([*_PPO_GAME, "oracle.opponent_eps=2"], "psro.oracle_kwargs.opponent_eps"),
+    ([*_PPO_GAME, "env.overrides.stag_move_prob=2.0"], "env.overrides.stag_move_prob"),
+    (["env.overrides.reward_noise=-1"], "env.overrides.reward_noise"),
+    (["psro.capacity=1000000"], "psro.capacity"),
+    (["env.name=matrix/random_general_sum", "env.overrides={size: 1000000}"], "env.overrides.size"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", HOSTILE, ids=[" ".join(h[0]) for h in HOSTILE])
+def test_hostile_values_rejected_before_any_work(tmp_path, monkeypatch, overrides, key):
+    from psro.loop import PSRO
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the config was validated")
+
+    monkeypatch.setattr(PSRO, "init", no_work)
+    cfg = tiny()
+    cfg["run"]["out_dir"] = str(tmp_path / "runs")
+    if "env.name=trust_dilemma" in overrides:
+        cfg["env"]["overrides"] = {}  # tiny's matrix-game override is not a trust-dilemma one
+    with pytest.raises(xcfg.ConfigError) as err:
+        xrun.run_experiment(cfg, overrides)
+    assert err.value.key == key, str(err.value)
+    assert not (tmp_path / "runs").exists()
