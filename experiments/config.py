@@ -248,7 +248,7 @@ class PSROSection:
     def check(self) -> None:
         check_int("iterations", self.iterations, lo=0)
         if self.capacity is not None:
-            check_int("capacity", self.capacity, lo=2)
+            check_int("capacity", self.capacity, lo=1)
             if self.capacity < self.iterations + self.initial_members:
                 raise SettingError(
                     "capacity",

@@ -365,3 +365,11 @@ def test_hostile_values_rejected_before_any_work(tmp_path, monkeypatch, override
         xrun.run_experiment(cfg, overrides)
     assert err.value.key == key, str(err.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_zero_iterations_is_a_run_of_the_initial_population(tmp_path):
+    cfg = tiny(iterations=0)
+    cfg["run"]["out_dir"] = str(tmp_path / "runs")
+    run_dir = xrun.run_experiment(cfg, [])
+    rows = xrun.read_metrics(run_dir)
+    assert [r["iteration"] for r in rows] == [0] and rows[0]["counts"] == [1, 1]

@@ -11,8 +11,8 @@ import pytest
 
 from psro.solvers import lemke_howson as LH
 from psro.solvers import nash_start as NS
-from psro.solvers import rae_utility as U
 from psro.solvers import rae as R
+from psro.solvers import rae_utility as U
 from psro.solvers.nash import lemke_howson
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from psro.solvers import extragradient as EG
 from psro.solvers import newton as NW
-from psro.solvers import rae_utility as U
 from psro.solvers import rae as R
+from psro.solvers import rae_utility as U
 
 
 def _game(P, gamma=1.0, eps=0.1, mask=None):
