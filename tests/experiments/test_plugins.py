@@ -26,7 +26,7 @@ def test_user_oracle_from_plugins_runs_from_the_command_line(tmp_path, capsys):
         "name: plugin\n"
         "plugins: [tests.experiments.oracle_plugin]\n"
         "env: {name: matrix/rock_paper_scissors}\n"
-        "psro: {iterations: 3, episodes: 1, solver: nash, oracle: random_pure,\n"
+        "psro: {iterations: 3, episodes: 1, solver: uniform, oracle: random_pure,\n"
         "       oracle_kwargs: {low: 1}}\n"
         f"run: {{out_dir: {tmp_path / 'runs'}, figures: false, tensorboard: false,"
         " progress: false}\n"
