@@ -75,6 +75,16 @@ def _is_traced(value: Any) -> bool:
         return False
 
 
+def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    """`` >= lo and <= hi`` (open ends with ``>``/``<``); empty without bounds."""
+    rng = []
+    if lo is not None:
+        rng.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        rng.append(f"{'<' if hi_open else '<='} {hi}")
+    return " " + " and ".join(rng) if rng else ""
+
+
 def check_number(
     key: str,
     value: Any,
@@ -91,12 +101,7 @@ def check_number(
     """
     if _is_traced(value):
         return
-    rng = []
-    if lo is not None:
-        rng.append(f"{'>' if lo_open else '>='} {lo}")
-    if hi is not None:
-        rng.append(f"{'<' if hi_open else '<='} {hi}")
-    allowed = "must be a finite number" + (" " + " and ".join(rng) if rng else "")
+    allowed = "must be a finite number" + _range_text(lo, hi, lo_open, hi_open)
     try:
         import numpy as np
 
@@ -117,12 +122,7 @@ def check_number(
 
 def check_int(key: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> None:
     """An int (not a bool) within ``[lo, hi]``."""
-    rng = []
-    if lo is not None:
-        rng.append(f">= {lo}")
-    if hi is not None:
-        rng.append(f"<= {hi}")
-    allowed = "must be an integer" + (" " + " and ".join(rng) if rng else "")
+    allowed = "must be an integer" + _range_text(lo, hi)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SettingError(key, value, allowed)
     if (lo is not None and value < lo) or (hi is not None and value > hi):

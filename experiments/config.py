@@ -129,22 +129,14 @@ __all__ = [
 ]
 
 GAME_KINDS = ("auto", "matrix", "network")
-_NO_VALUE = object()
 
 
 class ConfigError(SettingError):
-    """A bad config value: ``key`` (dotted), ``value`` and ``allowed`` (what would be accepted)."""
-
-    def __init__(self, key: str, value: Any = _NO_VALUE, allowed: str = ""):
-        if value is _NO_VALUE:
-            super().__init__(key, allowed=allowed)
-        else:
-            super().__init__(key, value, allowed)
-        self.args = (f"config error at {self}",)
+    """A bad config value: ``key`` (dotted), ``value`` and ``allowed`` (what would be accepted);
+    its message starts with ``config error at``."""
 
     def __str__(self) -> str:
-        return self.args[0] if self.args and str(self.args[0]).startswith("config error at ") \
-            else super().__str__()  # fmt: skip
+        return f"config error at {super().__str__()}"
 
     @classmethod
     def of(cls, err: SettingError, prefix: str = "") -> ConfigError:
@@ -152,7 +144,7 @@ class ConfigError(SettingError):
         err = err.under(prefix)
         if isinstance(err, ConfigError):
             return err
-        return cls(err.key, err.value if err.has_value else _NO_VALUE, err.allowed)
+        return cls(err.key, err.value, err.allowed)  # a missing value stays missing
 
 
 def _freeze(obj: Any) -> Any:

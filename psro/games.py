@@ -20,7 +20,6 @@ instead of each taking their own ``hidden``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,8 @@ import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils.conversions import aec_to_parallel
 
 import envs
 from envs.core import EnvParams, MultiAgentEnv
@@ -226,22 +227,12 @@ def resolve_factory(spec: str | Callable[..., Any]) -> Callable[..., Any]:
     return obj
 
 
-@functools.cache
-def _one_hot_class():
-    from pettingzoo import ParallelEnv
-
-    return type("OneHotObservations", (_OneHotObservations, ParallelEnv), {})
-
-
-class _OneHotObservations:
+class _OneHotObservations(ParallelEnv):
     """A PettingZoo ``ParallelEnv`` whose ``Discrete`` observations are given as one-hot float
     vectors (``Box(0, 1, (n,))``), so that network members (MLPs) can read them. Other spaces
     pass through unchanged."""
 
     def __init__(self, env):
-        from pettingzoo import AECEnv
-        from pettingzoo.utils.conversions import aec_to_parallel
-
         self.env = aec_to_parallel(env) if isinstance(env, AECEnv) else env
         self.possible_agents = list(self.env.possible_agents)
         self.metadata = getattr(self.env, "metadata", {})
@@ -293,7 +284,7 @@ class _OneHotObservations:
 
 def _one_hot_factory(fn: Callable[..., Any]) -> Callable[..., Any]:
     def make(**kwargs):
-        return _one_hot_class()(fn(**kwargs))
+        return _OneHotObservations(fn(**kwargs))
 
     make.__name__ = getattr(fn, "__name__", "factory")
     return make
