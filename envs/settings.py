@@ -85,6 +85,14 @@ def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
     return " " + " and ".join(rng) if rng else ""
 
 
+def _is_concrete_scalar(value: Any) -> bool:
+    """A 0-d (jax) array of a real dtype, not traced."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape != () or dtype is None or not hasattr(value, "item"):
+        return False
+    return getattr(dtype, "kind", "") in "fiu"
+
+
 def check_number(
     key: str,
     value: Any,
@@ -109,6 +117,8 @@ def check_number(
             value = value.item()
     except ImportError:  # pragma: no cover
         pass
+    if _is_concrete_scalar(value):  # e.g. a run's traced hyperparameter outside jit
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SettingError(key, value, allowed)
     v = float(value)

@@ -53,8 +53,10 @@ class CompiledEvaluation:
         info = jax.eval_shape(one_step)
         return tuple(sorted(rollout._event_names(info, env.agents)))
 
-    def evaluate(self, populations, metagame, profiles, valid, key):
-        game = self.game
+    def evaluate(self, populations, metagame, profiles, valid, key, game=None):
+        """Play every valid profile ``episodes`` times and fold the episodes into ``metagame``;
+        ``game``: this lane's game (its traced env params), default the one given at creation."""
+        game = self.game if game is None else game
         env, agents = game.env, game.env.agents
         policies = {a: game.policy(i) for i, a in enumerate(agents)}
 
@@ -109,7 +111,7 @@ class HostEvaluation:
                         names.add(str(k))
         return tuple(sorted(names))
 
-    def evaluate(self, populations, metagame, profiles, valid, key):
+    def evaluate(self, populations, metagame, profiles, valid, key, game=None):
         game, E = self.game, self.episodes
         agents = game.env.agents
         profiles = np.asarray(profiles)[np.asarray(valid, bool)]

@@ -32,6 +32,7 @@ The same loop, run state, metrics, checkpoints and command line serve both kinds
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -48,6 +49,7 @@ from psro import metagame as mgame
 from psro import oracles, solvers
 from psro.evaluation import evaluation_for
 from psro.games import PSROGame
+from psro.hyperparameters import apply_hyperparameters, traced_hyperparameters
 from psro.oracles import INIT_MEMBERS, OracleInput
 from psro.oracles.seeding import check_seeding, imitation_member, init_settings, self_play_member
 
@@ -146,6 +148,9 @@ class PSROState:
       meta_strategy: ``(n_players, capacity)``, zero on dead slots.
       gap: the solver's certificate for ``meta_strategy`` (RAE gap or NashConv of the meta-game).
       key: the run's PRNG key; iteration: int32.
+      hparams: the run's traced hyperparameters (``psro.hyperparameters``): ``{"solver": {...},
+        "oracle": {...}, "env": {...}}`` of float32 scalars, read by the phases in place of the
+        config's values (a sweep batches them; one program runs every value).
     """
 
     populations: tuple
@@ -154,6 +159,7 @@ class PSROState:
     gap: jax.Array
     key: jax.Array
     iteration: jax.Array
+    hparams: dict = struct.field(default_factory=dict)
 
     @property
     def counts(self) -> jax.Array:
@@ -209,6 +215,26 @@ class PSRO:
         self._jit_replace_first = compile_phase(self._replace_first_phase)
         self._jit_solve = compile_phase(self._solve_phase, config.jit_solver)
 
+    # ------------------------------------------------------------------ hyperparameters
+    def hyperparameters(self) -> dict:
+        """The config's traced hyperparameters (``psro.hyperparameters.traced_hyperparameters``):
+        what ``init`` puts in ``state.hparams`` unless given others."""
+        return traced_hyperparameters(self.config, self.game)
+
+    def lane_settings(self, state: PSROState) -> tuple:
+        """``(game, oracle_settings, solver_kwargs)`` with ``state.hparams`` in place of the
+        config's values (pure: the phases call it on traced states)."""
+        return apply_hyperparameters(self.game, self.config, state.hparams)
+
+    def view(self, game: PSROGame, config: PSROConfig) -> PSRO:
+        """A ``PSRO`` for ``game``/``config`` sharing this one's compiled phases: for settings that
+        differ from this object's only in traced values (``psro.hyperparameters``; the caller
+        checks that, e.g. with ``experiments.config.static_key``). Its ``hyperparameters()`` and
+        metrics are the new settings'; its programs are not compiled again."""
+        other = copy.copy(self)
+        other.game, other.config = game, config
+        return other
+
     # ------------------------------------------------------------------ phases (pure)
     def masks(self, counts: jax.Array) -> tuple[jax.Array, ...]:
         return tuple(jnp.arange(self.config.capacity) < counts[i] for i in range(self.n))
@@ -225,8 +251,8 @@ class PSRO:
         key, *subs = jax.random.split(state.key, self.n + 1)
         learners = 1 if self.config.symmetric else self.n
         inputs = self.oracle_input(state)
-        settings = self.config.oracle_settings
-        out = [self.oracle.fn(subs[i], self.game, inputs, i, settings) for i in range(learners)]
+        game, settings, _ = self.lane_settings(state)
+        out = [self.oracle.fn(subs[i], game, inputs, i, settings) for i in range(learners)]
         if self.config.symmetric:  # the one new member joins the shared population
             out = out * self.n
         return tuple(o[0] for o in out), key, tuple(o[1] for o in out)
@@ -241,17 +267,20 @@ class PSRO:
     def _evaluate_phase(self, state: PSROState) -> PSROState:
         profiles, valid = mgame.frontier_profiles(self.config.capacity, self.n, state.counts)
         key, sub = jax.random.split(state.key)
-        mg = self.evaluation.evaluate(state.populations, state.metagame, profiles, valid, sub)
+        game = self.lane_settings(state)[0]
+        mg = self.evaluation.evaluate(
+            state.populations, state.metagame, profiles, valid, sub, game=game
+        )
         return state.replace(metagame=mg, key=key)
 
     def _solve_phase(self, state: PSROState) -> PSROState:
-        return solve_phase(self.config.solver, self.config.solver_kwargs, state)
+        return solve_phase(self.config.solver, self.lane_settings(state)[2], state)
 
     def _seed_phase(self, state: PSROState) -> tuple[tuple, jax.Array]:
         """The seeded second member (self-play or imitation), shared by every player."""
         key, sub = jax.random.split(state.key)
         fn = imitation_member if self.config.init_members == "imitation" else self_play_member
-        member = fn(sub, self.game, self.config.seeding_settings)
+        member = fn(sub, self.lane_settings(state)[0], self.config.seeding_settings)
         return tuple(member for _ in range(self.n)), key
 
     def _replace_first_phase(self, state: PSROState, new: tuple, key: jax.Array) -> PSROState:
@@ -262,7 +291,7 @@ class PSRO:
         )
         return state.replace(populations=pops, key=key)
 
-    def _init_state(self, key: jax.Array) -> PSROState:
+    def _init_state(self, key: jax.Array, hparams: dict) -> PSROState:
         cap = self.config.capacity
         key, *subs = jax.random.split(key, self.n + 1)
         pops = []
@@ -277,21 +306,42 @@ class PSRO:
             gap=jnp.float32(0.0),
             key=key,
             iteration=jnp.int32(0),
+            hparams=hparams,
         )
 
     # ------------------------------------------------------------------ driver
-    def init(self, key: jax.Array, initial_members: Sequence[Any] | None = None) -> PSROState:
+    def init(
+        self,
+        key: jax.Array,
+        initial_members: Sequence[Any] | None = None,
+        *,
+        hparams: dict | None = None,
+    ) -> PSROState:
         """Initial members (one per player: random or, with ``keep_random=False``, the seeded
         one; two with a kept random member and a seeded one), every profile evaluated, the
         meta-game solved.
 
         ``initial_members``: optionally one member per player to start from instead of the
         random ones (single runs only). With ``num_seeds=S`` the key is split into S run keys
-        and the state has a leading S axis.
+        (or ``key`` is already a batch of S keys, used as they are) and the state has a leading
+        S axis.
+
+        ``hparams``: the traced hyperparameters (``hyperparameters()``'s structure); default the
+        config's. With ``num_seeds=S`` each leaf may carry a leading S axis (one value per lane) or
+        be a scalar (broadcast).
         """
+        hp = self.hyperparameters() if hparams is None else self._check_hparams(hparams)
         if self.num_seeds is not None:
-            key = jax.random.split(key, self.num_seeds)
-        state = self._jit_init(key)
+            if jnp.ndim(key) == 0:
+                key = jax.random.split(key, self.num_seeds)
+            elif key.shape != (self.num_seeds,):
+                raise SettingError(
+                    "key", f"a key batch of shape {key.shape}", f"one key or {self.num_seeds}"
+                )
+            hp = jax.tree.map(
+                lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (self.num_seeds,)), hp
+            )
+        state = self._jit_init(key, hp)
         if initial_members is not None:
             state = self._replace_first_phase(
                 state, self._check_members(state, initial_members), state.key
@@ -304,6 +354,18 @@ class PSRO:
             new, key = self._jit_seed(state)
             state = self._jit_eval(self._jit_add(state, new, key))
         return self._jit_solve(state)
+
+    def _check_hparams(self, hparams: dict) -> dict:
+        want = self.hyperparameters()
+        for section, values in want.items():
+            got = hparams.get(section, {})
+            if set(got) != set(values):
+                raise SettingError(
+                    f"hparams.{section}",
+                    sorted(got),
+                    f"must hold exactly the traced values {sorted(values)}",
+                )
+        return {s: {k: jnp.asarray(hparams[s][k], jnp.float32) for k in want[s]} for s in want}
 
     def _check_members(self, state: PSROState, members: Sequence[Any]) -> tuple:
         if self.num_seeds is not None:

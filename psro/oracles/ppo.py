@@ -45,7 +45,19 @@ PPOOracleSettings = derived_settings(
         ("warm_start", str, dataclasses.field(default="best")),
         ("opponent_eps", float, dataclasses.field(default=0.0)),
     ),
-    traceable=("opponent_eps",),
+    # numbers that only enter arithmetic (psro.hyperparameters); prosocial stays static (a branch)
+    traceable=(
+        "opponent_eps",
+        "lr",
+        "clip_eps",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+        "gamma",
+        "gae_lambda",
+        "gamma_risk",
+        "mu_rate",
+    ),
     check=_check,
     doc="""Settings of the ``ppo`` oracle.
 
