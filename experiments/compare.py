@@ -50,7 +50,9 @@ member of each player (``argmax`` of its meta-strategy), ``key(seed + episode)``
 them as PNG strips (``envs.media``) ``strip-<variant>-<episode>.png`` into the run folder (only
 for envs that render).
 
-Writes ``compare.json`` (everything, with the machine), ``compare.md`` (the tables),
+Writes ``compare.json`` (everything, with the machine and ``compiles``: XLA compiles and
+persistent-cache loads, ``marl.compiles``; the cache is ``run.compile_cache``, see
+``marl.compile_cache``), ``compare.md`` (the tables),
 ``compare.png`` (bars with confidence intervals, and the cross-play matrix) and any strips into
 ``OUT/compare-<name>-<UTC timestamp>/`` (``marl.files.new_run_dir``).
 
@@ -88,6 +90,8 @@ from envs.settings import SettingError
 from experiments import config as xcfg
 from marl import population as mpop
 from marl import rollout
+from marl.compile_cache import enable_compile_cache
+from marl.compiles import CompileCounter
 from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
 from psro import metrics
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
@@ -619,15 +623,18 @@ def main(argv: list[str] | None = None) -> Path:
         print(render(args.spec))
         return Path(args.spec)
     spec = load_spec(args.spec, args.overrides, seeds=args.seeds, iterations=args.iterations)
+    cache_dir = enable_compile_cache(spec["run"]["compile_cache"])  # before anything compiles
     game, variants = build(spec)  # validate everything before any work
     _check_memory(spec, game, variants)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise CommandError(f"--out {args.out}: is a file; give a folder (made if missing)")
     out = new_run_dir(args.out, f"compare-{spec['name']}")
-    results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
+    with CompileCounter() as compiles:
+        results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
+    results["compiles"] = {**compiles.summary(), "cache_dir": cache_dir}
     table = _write_outputs(out, results)
     print(table)
-    print(f"results, table and figure in {out}")
+    print(f"results, table and figure in {out}; {compiles.line()} (cache: {cache_dir or 'off'})")
     return out
 
 

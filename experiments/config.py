@@ -48,6 +48,8 @@ Schema (``experiments/configs/*.yaml``; every key optional except the env)::
       tensorboard: true
       figures: true
       progress: true
+      compile_cache: ~/.cache/rae_psro/jax  # JAX's persistent compilation cache, off/null: none
+                               # ($RAE_PSRO_COMPILE_CACHE wins; see marl.compile_cache)
     compare:                   # experiments.compare only (see there)
       seeds: 3
       crossplay_episodes: 32
@@ -284,6 +286,7 @@ class RunSection:
     tensorboard: bool = True
     figures: bool = True
     progress: bool = True
+    compile_cache: str | None = "~/.cache/rae_psro/jax"
 
     def check(self) -> None:
         if not self.out_dir:
@@ -292,6 +295,16 @@ class RunSection:
         check_int("keep_checkpoints", self.keep_checkpoints, lo=1)
         for name in ("tensorboard", "figures", "progress"):
             check_bool(name, getattr(self, name))
+        cache = self.compile_cache
+        # YAML reads a bare on/off/yes/no as a bool, which OmegaConf then stores as "True"/"False"
+        if cache is not None and (
+            not str(cache).strip() or str(cache).strip().lower() in ("true", "on", "yes")
+        ):
+            raise SettingError(
+                "compile_cache",
+                cache,
+                "a directory for JAX's compilation cache, or off / null for none",
+            )
 
 
 _METRIC_PREFIXES = ("event/", "return_", "per_step/")

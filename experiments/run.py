@@ -29,7 +29,9 @@ anything is written: a bad config fails with the dotted key and leaves no run fo
 * ``metagame.npz`` / ``metagame.txt`` -- the empirical meta-game (mean, variance, count, events,
   meta-strategy) as arrays and as a readable table, refreshed with every checkpoint;
 * ``summary.json`` -- final metrics, stop reason, wall-clock, the machine (CPU, cores, jax
-  devices and version);
+  devices and version), and ``compiles``: this process's XLA compiles, persistent-cache loads,
+  their seconds and the count per function (``marl.compiles.CompileCounter.summary``) with the
+  cache directory used (``run.compile_cache``, see ``marl.compile_cache``);
 * ``*.png`` -- figures (``experiments.plot``) when ``run.figures``.
 
 Every file but the logs is written atomically (temporary file, fsync, ``os.replace``).
@@ -90,6 +92,8 @@ import numpy as np
 
 from experiments import config as xcfg
 from marl.checkpoint import Checkpointer, CheckpointError
+from marl.compile_cache import enable_compile_cache
+from marl.compiles import CompileCounter
 from marl.files import (
     atomic_write,
     atomic_write_json,
@@ -620,6 +624,16 @@ def run_experiment(
 
 
 def _run(config, overrides, out_dir, resume, stop_after, progress, say, lock: _Lock) -> Path:
+    # every compile of the run, cache loads apart: summary.json's "compiles"
+    with CompileCounter() as compiles:
+        return _run_counted(
+            config, overrides, out_dir, resume, stop_after, progress, say, lock, compiles
+        )
+
+
+def _run_counted(
+    config, overrides, out_dir, resume, stop_after, progress, say, lock: _Lock, compiles
+) -> Path:
     t_start = time.perf_counter()
     if resume is not None:
         run_dir = Path(resume)
@@ -648,6 +662,8 @@ def _run(config, overrides, out_dir, resume, stop_after, progress, say, lock: _L
         else:
             raise ValueError("run_experiment needs a config or resume=RUN_DIR")
         cfg = _resolved(cfg)
+    # before anything compiles: JAX opens its cache once, at the first compile with a dir set
+    cache_dir = enable_compile_cache(cfg.run.compile_cache)
     game, psro = _build(cfg)  # every check before any work
     agents = game.env.agents
     show = cfg.run.progress if progress is None else progress
@@ -767,6 +783,7 @@ def _run(config, overrides, out_dir, resume, stop_after, progress, say, lock: _L
             "history": history,
             "final": metrics,
             "machine": _machine(),
+            "compiles": {**compiles.summary(), "cache_dir": cache_dir},
         }
         atomic_write_json(run_dir / "summary.json", summary)
         if cfg.run.figures:
@@ -804,9 +821,12 @@ def _machine() -> dict:
 def _final_line(cfg, run_dir: Path, summary: Mapping, agents: Sequence[str]) -> str:
     final = summary["final"]
     parts = [f"{k}={v}" for k, v in _headline(final, agents).items()]
+    c = summary["compiles"]
+    cache = f"{c['cache_hits']} cache hits" if c["cache_dir"] else "compile cache off"
     return (
         f"{cfg.name}: {summary['iterations']} iterations in {summary['wall_clock_s']:.1f} s "
-        f"(stop: {summary['stop_reason']}); {' '.join(parts)}; run folder: {run_dir}"
+        f"(stop: {summary['stop_reason']}); {' '.join(parts)}; {c['compiles']} compiles "
+        f"({c['compile_seconds']:.1f} s), {cache}; run folder: {run_dir}"
     )
 
 

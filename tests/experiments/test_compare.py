@@ -71,6 +71,7 @@ def test_small_comparison_writes_table_and_figure(tmp_path):
     assert half >= 0 and mean == mean  # finite
     assert (out / "compare.png").stat().st_size > 10_000
     assert "| prd |" in (out / "compare.md").read_text()
+    assert {"compiles", "cache_hits", "by_function", "cache_dir"} <= set(results["compiles"])
 
 
 # ------------------------------------------------------------------ per-step means and strips

@@ -112,6 +112,7 @@ BAD = [
     (["game.kind=network"], "psro.oracle", "does not support network games"),
     (["game.kind=graph"], "game.kind", "must be one of"),
     (["run.checkpoint_every=0"], "run.checkpoint_every", "must be an integer >= 1"),
+    (["run.compile_cache=on"], "run.compile_cache", "a directory .* or off / null"),
     (["solver.gamma=-1", "psro.solver=rae"], "psro.solver_kwargs.gamma", ">= 0"),
     (["solver.eps=1.5", "psro.solver=rae"], "psro.solver_kwargs.eps", "<= 1"),
     (["plugins=[no_such_plugin_pkg]"], "plugins[0]", "could not be imported"),
@@ -202,7 +203,8 @@ def test_cli_run_writes_every_artefact(tmp_path, capsys):
     argv = [str(path), "psro.iterations=3", f"run.out_dir={tmp_path / 'runs'}", "--no-progress"]
     argv += ["run.tensorboard=true", "run.figures=true"]
     assert xrun.main(argv) == 0
-    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    printed = capsys.readouterr()
+    run_dir = Path(printed.out.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("tiny-")
     saved = xcfg.load_config(run_dir / "config.yaml")
     assert saved.psro.capacity == 4 and saved.seed == 3
@@ -215,6 +217,9 @@ def test_cli_run_writes_every_artefact(tmp_path, capsys):
     assert summary["iterations"] == 3 and summary["stop_reason"] == "iterations"
     assert {"cpu", "cores", "devices", "jax"} <= set(summary["machine"])
     assert summary["final"]["iteration"] == 3
+    want = {"compiles", "cache_hits", "compile_seconds", "by_function", "cache_dir"}
+    assert want <= set(summary["compiles"])
+    assert "compiles (" in printed.err  # the final line
     npz = np.load(run_dir / "metagame.npz")
     assert {"mean", "variance", "count", "meta_strategy", "counts"} <= set(npz.files)
     assert npz["mean"].shape == (2, 4, 4) and npz["count"][0, 0] == 4
