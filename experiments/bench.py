@@ -8,6 +8,11 @@ measured in the same run on the same machine; the table shows both and their rat
 printed with them, and everything is written as JSON atomically (temp file + ``os.replace``),
 by default to ``bench_results/bench-<UTC timestamp>.json``.
 
+JAX's persistent compilation cache is on (``marl.compile_cache``; ``--compile-cache DIR|off``,
+``$RAE_PSRO_COMPILE_CACHE`` wins): a part's "compile" figures are then load times when an earlier
+run compiled the same program. ``--compile-cache off`` measures cold compiles; the JSON records
+the directory and the compile counts of the run (``compiles``).
+
 To add a part, add one line to :data:`PARTS` (and, if it belongs to one, to a group in
 :data:`GROUPS`). A part whose module is not importable yet is skipped with a message.
 
@@ -39,12 +44,14 @@ PARTS: dict[str, str] = {
     "payoff_fill": "experiments.benchmarks.payoff_fill",
     "psro_matrix": "experiments.benchmarks.psro_matrix",
     "diffuser_latency": "experiments.benchmarks.diffuser_latency",
+    "warm_start": "experiments.benchmarks.warm_start",
 }
 
 GROUPS: dict[str, list[str]] = {
     "solvers": ["solver_rae", "solver_nash", "solver_general_sum"],
     "envs": ["env_two_way", "env_trust_dilemma"],
     "psro": ["payoff_fill", "psro_matrix"],
+    "startup": ["warm_start"],
     "all": list(PARTS),
 }
 
@@ -228,6 +235,13 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--list", action="store_true", help="list parts and groups and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default="~/.cache/rae_psro/jax",
+        help="JAX's persistent compilation cache, or off (default %(default)s; "
+        "$RAE_PSRO_COMPILE_CACHE wins)",
+    )
+    parser.add_argument(
         "--render", metavar="JSON", default=None, help="print a saved result as Markdown and exit"
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -270,8 +284,11 @@ def _main(argv: list[str]) -> int:
         return 0
 
     from experiments.benchmarks.machine import describe, format_machine
+    from marl.compile_cache import enable_compile_cache
+    from marl.compiles import CompileCounter
 
     parts = resolve(args.names)
+    cache_dir = enable_compile_cache(args.compile_cache)  # before any part compiles
     started = _dt.datetime.now(_dt.UTC)
     machine = describe()
     command = "python -m experiments.bench " + " ".join(argv)
@@ -279,7 +296,9 @@ def _main(argv: list[str]) -> int:
     load_s = f" | load {', '.join(f'{x:.2f}' for x in load)}" if load else ""
     print(f"machine: {format_machine(machine)}{load_s}")
     print(f"parts:   {', '.join(parts)}{' (quick)' if args.quick else ''}")
-    rows, skipped = run_parts(parts, args.quick, progress=not args.no_progress)
+    print(f"compile cache: {cache_dir or 'off'}")
+    with CompileCounter() as compiles:
+        rows, skipped = run_parts(parts, args.quick, progress=not args.no_progress)
     print()
     print(format_table(rows, markdown=args.markdown))
     for s in skipped:
@@ -296,6 +315,7 @@ def _main(argv: list[str]) -> int:
         "machine": machine,
         "rows": rows,
         "skipped": skipped,
+        "compiles": {**compiles.summary(), "cache_dir": cache_dir},
     }
     write_json_atomic(out, payload)
     print(f"\nwrote {out}")
