@@ -94,6 +94,7 @@ from marl.compile_cache import enable_compile_cache
 from marl.compiles import CompileCounter
 from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
 from psro import metrics
+from psro.hyperparameters import env_traceable
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
 
 
@@ -145,24 +146,27 @@ _KERNELS: dict = {}
 
 
 def _crossplay_kernel(game: PSROGame, episodes: int):
-    """One compiled program per (game, episodes), reused for every pair of runs and seed (the
-    populations are arguments, not constants: a new closure per call would recompile)."""
-    cache_key = (id(game), episodes)
-    if cache_key in _KERNELS and _KERNELS[cache_key][0] is game:
-        return _KERNELS[cache_key][1]
+    """One compiled program per (env, member policies, episodes), reused for every pair of runs,
+    seed and env params (populations and env params are arguments, not constants: a new closure
+    per call would recompile)."""
+    cache_key = (id(game.env), id(game.policy_fn), episodes)
+    hit = _KERNELS.get(cache_key)
+    if hit is not None and hit[0] is game.env and hit[1] is game.policy_fn:
+        return hit[2]
     env, agents = game.env, game.env.agents
     policies = {a: game.policy(i) for i, a in enumerate(agents)}
 
-    def play(pop0, pop1, pair, k):
+    def play(pop0, pop1, pair, k, traced):
         pp = {agents[0]: mpop.population_get(pop0, pair[0]),
               agents[1]: mpop.population_get(pop1, pair[1])}  # fmt: skip
-        out = rollout.run_episodes(env, game.env_params, policies, pp, k, episodes)
+        params = game.env_params.replace(**traced)  # the float fields traced, the rest static
+        out = rollout.run_episodes(env, params, policies, pp, k, episodes)
         ret = {a: (out.returns[a].mean(), out.returns[a].var()) for a in agents}
         ev = {n: {a: out.events[n][a].mean() for a in agents} for n in out.events}
         return ret, ev
 
-    fn = jax.jit(jax.vmap(play, in_axes=(None, None, 0, 0)))
-    _KERNELS[cache_key] = (game, fn)
+    fn = jax.jit(jax.vmap(play, in_axes=(None, None, 0, 0, None)))
+    _KERNELS[cache_key] = (game.env, game.policy_fn, fn)
     return fn
 
 
@@ -172,11 +176,13 @@ def crossplay(
     state_b: PSROState,
     key: jax.Array,
     episodes: int,
+    env_params=None,
 ) -> dict[str, float]:
     """Player 0 from run A (its final meta-strategy) against player 1 from run B.
 
     Returns the expected return of each agent and the expected event counts per episode, and the
     return variance (law of total variance over member pairs), weighted by the meta-strategies.
+    ``env_params``: default the game's (a sweep lane passes its own).
     """
     agents = game.env.agents
     pop0, pop1 = state_a.populations[0], state_b.populations[1]
@@ -185,7 +191,9 @@ def crossplay(
     pairs = jnp.stack(jnp.meshgrid(jnp.arange(cap), jnp.arange(cap), indexing="ij"), -1)
     pairs = pairs.reshape(-1, 2)
     kernel = _crossplay_kernel(game, episodes)
-    ret, ev = kernel(pop0, pop1, pairs, jax.random.split(key, pairs.shape[0]))
+    params = game.env_params if env_params is None else env_params
+    traced = {k: jnp.float32(getattr(params, k)) for k in env_traceable(game.env_params)}
+    ret, ev = kernel(pop0, pop1, pairs, jax.random.split(key, pairs.shape[0]), traced)
     w = np.asarray((s0[:, None] * s1[None, :]).reshape(-1), np.float64)
     out: dict[str, float] = {}
     for a in agents:

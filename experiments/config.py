@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -708,6 +709,38 @@ def build(cfg: ExperimentConfig, num_seeds: int | None = None):
         raise ConfigError.of(err, "psro") from None
     check_memory(cfg, game, pcfg.capacity, psro.event_names(), num_seeds)
     return game, psro
+
+
+STOP_RULES = ("iterations", "time_budget_s", "gap_threshold")
+
+
+def traced_keys(cfg: ExperimentConfig, game, psro) -> dict[str, tuple[str, str]]:
+    """Dotted config key -> ``(section, name)`` of every traced hyperparameter of the run
+    (``psro.hyperparameters``): values a compiled program takes as data."""
+    from psro.hyperparameters import traced_config_keys
+
+    return traced_config_keys(psro.config, game)
+
+
+def static_key(cfg: ExperimentConfig, game, psro) -> str:
+    """What decides the compiled programs of a run, as a canonical JSON string: ``env``, ``game``
+    and ``psro`` without the stop rules and without the traced values. Two configs with the same
+    key run the same programs (``PSRO.view``); they may differ in seed, stop rules, ``run``,
+    ``compare`` and every traced value."""
+    data = to_dict(cfg)
+    out = {"env": data["env"], "game": data["game"], "psro": dict(data["psro"])}
+    for k in STOP_RULES:
+        out["psro"].pop(k, None)
+    for dotted in traced_keys(cfg, game, psro):
+        *path, leaf = dotted.split(".")
+        node = out
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return json.dumps(out, sort_keys=True, default=str)
 
 
 def check_memory(cfg: ExperimentConfig, game, capacity: int, event_names=(), num_seeds=None):

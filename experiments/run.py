@@ -522,31 +522,20 @@ _PSRO_CACHE_SIZE = 4
 
 
 def _build(cfg: xcfg.ExperimentConfig):
-    """``xcfg.build(cfg)``, reusing the ``PSRO`` object (and so its compiled phases) of an earlier
-    run in this process with the same env, game and loop settings -- a run's results depend only on
-    those and the seed, and recompiling is most of a small run's time. The stop rules, seed and
-    ``run`` section are not part of the key. (A solver or oracle re-registered under the same name
-    with ``overwrite=True`` is not noticed; call ``_PSRO_CACHE.clear()`` after doing that.)"""
-    data = xcfg.to_dict(cfg)
-    key = json.dumps(
-        {
-            "env": data["env"],
-            "game": data["game"],
-            "psro": {
-                k: v
-                for k, v in data["psro"].items()
-                if k not in ("iterations", "time_budget_s", "gap_threshold")
-            },
-        },
-        sort_keys=True,
-    )
-    built = xcfg.build(cfg)  # validates every time (cheap, no compilation)
+    """``xcfg.build(cfg)``, reusing the compiled phases of an earlier run in this process with the
+    same static settings (``xcfg.static_key``: env, game and loop settings without the stop
+    rules and the traced values) -- a run's results depend only on those, its traced values and
+    the seed, and compiling is most of a small run's time. The returned ``PSRO`` is a view
+    (``PSRO.view``) with this config's values. (A solver or oracle re-registered under the same
+    name with ``overwrite=True`` is not noticed; call ``_PSRO_CACHE.clear()`` after doing that.)"""
+    game, psro = xcfg.build(cfg)  # validates every time (cheap, no compilation)
+    key = xcfg.static_key(cfg, game, psro)
     if key in _PSRO_CACHE:
-        return _PSRO_CACHE[key]
+        return game, _PSRO_CACHE[key].view(game, psro.config)
     while len(_PSRO_CACHE) >= _PSRO_CACHE_SIZE:
         _PSRO_CACHE.pop(next(iter(_PSRO_CACHE)))
-    _PSRO_CACHE[key] = built
-    return built
+    _PSRO_CACHE[key] = psro
+    return game, psro
 
 
 def _abstract_state(psro, key):

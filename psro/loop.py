@@ -177,12 +177,21 @@ class PSRO:
       num_seeds: None for one run; an int S runs S independent seeds as one compiled program
         (every phase ``jax.vmap``-ed over a leading seed axis of the state; needs a compiled env
         and a jittable solver). Use ``seed_state(state, s)`` to look at one of them.
+      sharding: with ``num_seeds``, where the seed (lane) axis lives: every phase's outputs are
+        pinned to it (e.g. ``NamedSharding(Mesh(jax.devices(), ("lanes",)), P("lanes"))``; S a
+        multiple of the device count), so the lanes run spread over the devices.
 
     Every check that needs the game runs here, before any work (``SettingError`` naming the
     config field): the oracle supports the game, the seeded member fits it, symmetric spaces.
     """
 
-    def __init__(self, game: PSROGame, config: PSROConfig, num_seeds: int | None = None):
+    def __init__(
+        self,
+        game: PSROGame,
+        config: PSROConfig,
+        num_seeds: int | None = None,
+        sharding: jax.sharding.Sharding | None = None,
+    ):
         if num_seeds is not None:
             check_int("num_seeds", num_seeds, lo=1)
             if not config.jit_solver:
@@ -202,10 +211,15 @@ class PSRO:
         self._event_names = self.evaluation.event_names()  # eagerly: a host probe steps the env
         compiled = not game.is_host
 
+        if sharding is not None and num_seeds is None:
+            raise SettingError("sharding", str(sharding), "needs num_seeds (the lane axis)")
+
         def compile_phase(fn, jit=True):
             if not jit:
                 return fn
-            return jax.jit(fn if num_seeds is None else jax.vmap(fn))
+            if num_seeds is None:
+                return jax.jit(fn)
+            return jax.jit(jax.vmap(fn), out_shardings=sharding)
 
         self._jit_init = compile_phase(self._init_state)
         self._jit_oracle = compile_phase(self._oracle_phase, compiled)

@@ -1,0 +1,209 @@
+"""experiments.sweep: lanes equal single runs, one program per static group, sharding, resume.
+
+Every sweep here is on the matrix stag hunt with the exact oracle and the RAE solver, chunked two
+lanes at a time, so every test shares one compiled program (the module-level program cache of
+``experiments.sweep``) and the single runs share one more (``experiments.run``'s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from experiments import run as xrun
+from experiments import sweep as xsweep
+from marl.files import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = str(REPO / "experiments/configs/rae_stag_hunt.yaml")
+QUIET = ["run.progress=false", "run.figures=false", "run.tensorboard=false"]
+
+
+def _spec(tmp_path, seeds=2, gammas=(0.5, 5.0), **extra) -> xsweep.SweepSpec:
+    data = {
+        "name": "stag",
+        "base": BASE,
+        "overrides": ["psro.iterations=3", *QUIET],
+        "seeds": seeds,
+        "axes": {"solver.gamma": list(gammas)},
+        "metric": {"name": "return_mean", "mode": "max"},
+        "chunk": 2,
+        "out_dir": str(tmp_path),
+        **extra,
+    }
+    return xsweep.spec_from_dict(data)
+
+
+def _deterministic(row: dict) -> dict:
+    drop = ("lane", "cell", "seed", "axes", "elapsed_s")
+    return {k: v for k, v in row.items() if k not in drop and not k.startswith("time/")}
+
+
+def _check_lanes_equal_single_runs(tmp_path, spec):
+    out = xsweep.run_sweep(spec, out_dir=tmp_path / "sweep", progress=False)
+    rows = read_jsonl(out / "results.jsonl")
+    lanes = sorted({r["lane"] for r in rows})
+    assert len(lanes) == len(spec.seeds) * len(spec.axes["solver.gamma"])
+    for lane in lanes:
+        mine = [r for r in rows if r["lane"] == lane]
+        gamma, seed = mine[0]["axes"]["solver.gamma"], mine[0]["seed"]
+        single = xrun.run_experiment(
+            BASE,
+            [*spec.overrides, f"solver.gamma={gamma}", f"seed={seed}"],
+            out_dir=tmp_path / f"single-{lane}",
+            progress=False,
+            log=lambda m: None,
+        )
+        theirs = xrun.read_metrics(single)
+        assert [_deterministic(r) for r in mine] == [_deterministic(r) for r in theirs], lane
+        # the final states, bitwise
+        _, _, _, a = xrun.load_run(out / "lanes" / lane)
+        _, _, _, b = xrun.load_run(single)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+                x, y = jax.random.key_data(x), jax.random.key_data(y)
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=lane)
+    return out
+
+
+def test_lanes_equal_single_runs_and_one_program_per_phase(tmp_path):
+    """2 seeds x 2 gammas: every lane's metrics and final state are bitwise the single run's; the
+    lanes run in two chunks and every phase is compiled once."""
+    out = _check_lanes_equal_single_runs(tmp_path, _spec(tmp_path))
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["groups"] == [{"lanes": 4, "chunk": 2, "chunks": 2}]
+    assert info["traced_axes"] == ["solver.gamma"]
+    progs = info["compiles"]["by_function"]
+    for phase in ("_init_state", "_oracle_phase", "_add_phase", "_evaluate_phase", "_solve_phase"):
+        if phase in progs:  # absent: compiled by an earlier test of this process (same program)
+            n = progs[phase]["compiles"] + progs[phase]["cache_hits"]
+            assert n == 1, (phase, progs[phase])
+    # the summary: one row per cell, sorted by the metric (max return first), CIs over seeds
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].split(",")[:3] == ["cell", "solver.gamma", "seeds"]
+    assert len(summary) == 3
+    assert (out / "sweep.png").stat().st_size > 0 and (out / "sweep.md").is_file()
+    # a lane is a run folder: plot works on it
+    from experiments import plot
+
+    paths = plot.plot_run(out / "lanes" / "c000-s0")
+    assert all(Path(p).is_file() for p in paths)
+
+
+@pytest.mark.slow
+def test_eight_seeds_four_gammas_equal_single_runs(tmp_path):
+    """The issue's check: 8 seeds x 4 gammas on the matrix stag hunt, lane by lane bitwise."""
+    _check_lanes_equal_single_runs(tmp_path, _spec(tmp_path, seeds=8, gammas=(0.5, 1.0, 2.0, 5.0)))
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    spec = _spec(tmp_path)
+    whole = xsweep.run_sweep(spec, out_dir=tmp_path / "whole", progress=False)
+    real = xsweep.run_chunk
+    calls = {"n": 0}
+
+    def dies_on_second(plan, g, c, sweep_dir, bar=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a kill during the second chunk
+        return real(plan, g, c, sweep_dir, bar)
+
+    monkeypatch.setattr(xsweep, "run_chunk", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        xsweep.run_sweep(spec, out_dir=tmp_path / "killed", progress=False)
+    assert json.loads((tmp_path / "killed" / "progress.json").read_text())["done"] == [[0, 0]]
+    monkeypatch.setattr(xsweep, "run_chunk", real)
+    xsweep.run_sweep(None, resume=tmp_path / "killed", progress=False, log=lambda m: None)
+    a = [_deterministic(r) for r in read_jsonl(whole / "results.jsonl")]
+    b = [_deterministic(r) for r in read_jsonl(tmp_path / "killed" / "results.jsonl")]
+    assert a == b
+    assert (whole / "summary.csv").read_text() == (tmp_path / "killed" / "summary.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"axes": {"solver.gamam": [1.0]}}, "axes.solver.gamam"),
+        ({"axes": {"solver.gamma": [-1.0]}}, "axes.solver.gamma"),
+        ({"axes": {"solver.gamma": []}}, "axes.solver.gamma"),
+        (
+            {
+                "axes": {"solver.gamma": [1.0], "solver.eps": [0.1, 0.2]},
+                "zip": [["solver.gamma", "solver.eps"]],
+            },
+            "zip[0]",
+        ),  # fmt: skip
+        ({"seeds": 0}, "seeds"),
+        ({"backend": "slurm"}, "backend"),
+        ({"metric": {"name": "x", "mode": "best"}}, "metric.mode"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_bad_spec_fails_before_any_work_naming_the_key(tmp_path, change, key):
+    data = {
+        "name": "bad",
+        "base": BASE,
+        "overrides": ["psro.iterations=1", *QUIET],
+        "seeds": 1,
+        "axes": {"solver.gamma": [1.0]},
+        "out_dir": str(tmp_path / "runs"),
+    }
+    data.update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    from experiments.sweep import main
+
+    with pytest.raises(xsweep.SweepError) as err:
+        xsweep.run_sweep(path, progress=False)
+    assert key in str(err.value)
+    assert main([str(path)]) == 2  # the command line: one line, exit 2
+    assert not (tmp_path / "runs").exists()
+
+
+_FOUR_DEVICES = r"""
+import json, sys
+import jax
+from experiments import sweep as xsweep
+spec = xsweep.spec_from_dict(json.loads(sys.argv[1]))
+out = xsweep.run_sweep(spec, out_dir=sys.argv[2], progress=False, log=lambda m: None)
+plan = xsweep.plan_sweep(spec)
+psro = xsweep._group_psro(plan.groups[0])
+state = psro.init(jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtype="uint32")))
+state, info = psro.step_with_info(state)
+shards = sorted({len(x.sharding.device_set) for x in jax.tree.leaves((state, info["oracle"]))})
+print(json.dumps({"devices": jax.device_count(), "shards": shards, "chunk": psro.num_seeds}))
+"""
+
+
+def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
+    """XLA_FLAGS=--xla_force_host_platform_device_count=4 (a subprocess): the lanes are sharded
+    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones."""
+    spec = _spec(tmp_path)
+    one = xsweep.run_sweep(spec, out_dir=tmp_path / "one", progress=False, log=lambda m: None)
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", _FOUR_DEVICES, json.dumps(spec.to_dict()), str(tmp_path / "four")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"devices": 4, "shards": [4], "chunk": 4}
+    a = [_deterministic(r) for r in read_jsonl(one / "results.jsonl")]
+    b = [_deterministic(r) for r in read_jsonl(tmp_path / "four" / "results.jsonl")]
+    assert a == b
