@@ -207,3 +207,58 @@ def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     a = [_deterministic(r) for r in read_jsonl(one / "results.jsonl")]
     b = [_deterministic(r) for r in read_jsonl(tmp_path / "four" / "results.jsonl")]
     assert a == b
+
+
+@pytest.mark.slow
+def test_two_way_ppo_lanes_match_single_runs(tmp_path):
+    """two_way with the PPO oracle, 2 seeds x 2 gammas (RAE solver gamma with the oracle's
+    gamma_risk zipped): each lane picks the members the single run picks, returns within float
+    tolerance."""
+    base = str(REPO / "experiments/configs/compare_two_way.yaml")
+    overrides = [
+        "psro.iterations=2",
+        "psro.episodes=8",
+        "psro.solver=rae",
+        "psro.solver_kwargs={gamma: 5.0, eps: 0.2}",
+        "psro.oracle_kwargs={objective: mean_variance, gamma_risk: 0.02, opponent_eps: 0.2, "
+        "total_updates: 6, num_envs: 8, num_steps: 25, num_minibatches: 2, update_epochs: 2}",
+        "psro.init_kwargs={policy: yield, epochs: 2, num_envs: 8, num_steps: 16, minibatches: 2}",
+        *QUIET,
+    ]
+    spec = xsweep.spec_from_dict(
+        {
+            "name": "two_way_ppo",
+            "base": base,
+            "overrides": overrides,
+            "seeds": 2,
+            "axes": {"solver.gamma": [2.0, 10.0], "oracle.gamma_risk": [0.02, 0.1]},
+            "zip": [["solver.gamma", "oracle.gamma_risk"]],
+            "metric": {"name": "event/crashed", "mode": "min"},
+            "out_dir": str(tmp_path),
+        }
+    )
+    out = xsweep.run_sweep(spec, out_dir=tmp_path / "sweep", progress=False, log=lambda m: None)
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["groups"] == [{"lanes": 4, "chunk": 4, "chunks": 1}]  # one program for all
+    rows = read_jsonl(out / "results.jsonl")
+    for lane in sorted({r["lane"] for r in rows}):
+        mine = [r for r in rows if r["lane"] == lane]
+        ax, seed = mine[0]["axes"], mine[0]["seed"]
+        single = xrun.run_experiment(
+            base,
+            [*overrides, f"solver.gamma={ax['solver.gamma']}",
+             f"oracle.gamma_risk={ax['oracle.gamma_risk']}", f"seed={seed}"],  # fmt: skip
+            out_dir=tmp_path / f"single-{lane}",
+            progress=False,
+            log=lambda m: None,
+        )
+        theirs = xrun.read_metrics(single)
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs, strict=True):
+            assert a["counts"] == b["counts"]
+            for p in (0, 1):
+                np.testing.assert_allclose(
+                    a[f"meta_strategy/{p}"], b[f"meta_strategy/{p}"], atol=1e-3, err_msg=lane
+                )
+            for k in ("return_mean/player_0", "return_mean/player_1", "event/crashed/player_0"):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-3, err_msg=f"{lane} {k}")
