@@ -45,6 +45,7 @@ PARTS: dict[str, str] = {
     "psro_matrix": "experiments.benchmarks.psro_matrix",
     "diffuser_latency": "experiments.benchmarks.diffuser_latency",
     "warm_start": "experiments.benchmarks.warm_start",
+    "sweep": "experiments.benchmarks.sweep",
 }
 
 GROUPS: dict[str, list[str]] = {
@@ -52,6 +53,7 @@ GROUPS: dict[str, list[str]] = {
     "envs": ["env_two_way", "env_trust_dilemma"],
     "psro": ["payoff_fill", "psro_matrix"],
     "startup": ["warm_start"],
+    "scale": ["sweep", "warm_start"],
     "all": list(PARTS),
 }
 

@@ -28,13 +28,31 @@ __all__ = ["CompiledEvaluation", "HostEvaluation", "evaluation_for"]
 _SEED_MAX = 2**31 - 1
 
 
+def episode_sharding(episodes: int):
+    """How a single run spreads its (profile x episode) evaluation batch over several devices: a
+    ``NamedSharding`` of the episode axis over all of ``jax.devices()``, or None with one device or
+    an episode count the device count does not divide. (A sweep shards its lanes instead.)"""
+    n = jax.device_count()
+    if n < 2 or episodes % n:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    return NamedSharding(mesh, PartitionSpec(None, None, "batch"))
+
+
 class CompiledEvaluation:
-    """Evaluation of a compiled JAX env (jittable)."""
+    """Evaluation of a compiled JAX env (jittable).
+
+    ``shard``: in a single run on several devices, pin the episode axis of the evaluation batch
+    to ``episode_sharding`` (XLA's sharding propagation then partitions the rollouts: each device
+    plays its share of every profile's episodes)."""
 
     jittable = True
 
-    def __init__(self, game, episodes: int):
+    def __init__(self, game, episodes: int, shard: bool = False):
         self.game, self.episodes = game, episodes
+        self.sharding = episode_sharding(episodes) if shard else None
 
     def event_names(self) -> tuple[str, ...]:
         """The env's per-agent ``info`` event flags (e.g. ``crashed``), from the traced step."""
@@ -68,6 +86,9 @@ class CompiledEvaluation:
             return returns, events
 
         returns, events = jax.vmap(play)(profiles, jax.random.split(key, profiles.shape[0]))
+        if self.sharding is not None:  # (P, n, E): episodes over the devices
+            returns = jax.lax.with_sharding_constraint(returns, self.sharding)
+            events = jax.lax.with_sharding_constraint(events, self.sharding)
         return mgame.metagame_add_batch(metagame, profiles, returns, valid, events)
 
 
@@ -161,6 +182,9 @@ class HostEvaluation:
         )
 
 
-def evaluation_for(game, episodes: int):
-    """The evaluation of ``game``: host for a PettingZoo game, compiled otherwise."""
-    return (HostEvaluation if game.is_host else CompiledEvaluation)(game, episodes)
+def evaluation_for(game, episodes: int, shard: bool = False):
+    """The evaluation of ``game``: host for a PettingZoo game, compiled otherwise (``shard``: see
+    ``CompiledEvaluation``)."""
+    if game.is_host:
+        return HostEvaluation(game, episodes)
+    return CompiledEvaluation(game, episodes, shard=shard)

@@ -207,7 +207,8 @@ class PSRO:
         if config.symmetric:
             _check_symmetric(game.env)
         check_seeding(game, config.init_members, config.seeding_settings)
-        self.evaluation = evaluation_for(game, config.episodes)
+        # a single run on several devices spreads its episodes; a batch of runs its lanes
+        self.evaluation = evaluation_for(game, config.episodes, shard=num_seeds is None)
         self._event_names = self.evaluation.event_names()  # eagerly: a host probe steps the env
         compiled = not game.is_host
 

@@ -171,7 +171,9 @@ def test_bad_spec_fails_before_any_work_naming_the_key(tmp_path, change, key):
 _FOUR_DEVICES = r"""
 import json, sys
 import jax
+import numpy as np
 from experiments import sweep as xsweep
+from tests.experiments.test_sweep import _single_run
 spec = xsweep.spec_from_dict(json.loads(sys.argv[1]))
 out = xsweep.run_sweep(spec, out_dir=sys.argv[2], progress=False, log=lambda m: None)
 plan = xsweep.plan_sweep(spec)
@@ -179,13 +181,32 @@ psro = xsweep._group_psro(plan.groups[0])
 state = psro.init(jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtype="uint32")))
 state, info = psro.step_with_info(state)
 shards = sorted({len(x.sharding.device_set) for x in jax.tree.leaves((state, info["oracle"]))})
-print(json.dumps({"devices": jax.device_count(), "shards": shards, "chunk": psro.num_seeds}))
+single = _single_run()
+print(json.dumps({"devices": jax.device_count(), "shards": shards, "chunk": psro.num_seeds,
+                  "episode_sharded": single[0], "mean": single[1]}))
 """
+
+
+def _single_run():
+    """A single run whose evaluate phase shards its episodes when there are several devices:
+    (whether it did, the final meta-game's mean)."""
+    import jax
+
+    from psro.games import matrix_game
+    from psro.loop import PSRO, PSROConfig
+
+    cfg = PSROConfig(capacity=4, episodes=8, solver="uniform", oracle="exact")
+    psro = PSRO(matrix_game("matrix/high_risk", reward_noise=1.0), cfg)
+    state = psro.init(jax.random.key(3))
+    for _ in range(2):
+        state = psro.step(state)
+    return psro.evaluation.sharding is not None, np.asarray(state.metagame.mean).tolist()
 
 
 def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     """XLA_FLAGS=--xla_force_host_platform_device_count=4 (a subprocess): the lanes are sharded
-    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones."""
+    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones;
+    a single run there spreads its evaluation episodes over the devices, same meta-game."""
     spec = _spec(tmp_path)
     one = xsweep.run_sweep(spec, out_dir=tmp_path / "one", progress=False, log=lambda m: None)
     env = dict(os.environ)
@@ -203,7 +224,11 @@ def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got == {"devices": 4, "shards": [4], "chunk": 4}
+    mean = got.pop("mean")
+    assert got == {"devices": 4, "shards": [4], "chunk": 4, "episode_sharded": True}
+    sharded, mean_one = _single_run()
+    assert not sharded
+    np.testing.assert_allclose(mean, mean_one, rtol=1e-5, atol=1e-5)  # same episodes, split
     a = [_deterministic(r) for r in read_jsonl(one / "results.jsonl")]
     b = [_deterministic(r) for r in read_jsonl(tmp_path / "four" / "results.jsonl")]
     assert a == b
@@ -246,8 +271,12 @@ def test_two_way_ppo_lanes_match_single_runs(tmp_path):
         ax, seed = mine[0]["axes"], mine[0]["seed"]
         single = xrun.run_experiment(
             base,
-            [*overrides, f"solver.gamma={ax['solver.gamma']}",
-             f"oracle.gamma_risk={ax['oracle.gamma_risk']}", f"seed={seed}"],  # fmt: skip
+            [
+                *overrides,
+                f"solver.gamma={ax['solver.gamma']}",
+                f"oracle.gamma_risk={ax['oracle.gamma_risk']}",
+                f"seed={seed}",
+            ],  # fmt: skip
             out_dir=tmp_path / f"single-{lane}",
             progress=False,
             log=lambda m: None,
