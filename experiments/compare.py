@@ -30,7 +30,10 @@ schema merged onto the base (nested mappings merge key by key) and validated by 
 
     python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N]
 
-Each variant runs all seeds as one compiled program (``PSRO(num_seeds=S)``). Reported per
+The comparison is a sweep over the variant axis (``experiments.sweep``, one code path): lane
+(variant, s) is ``experiments.run`` of that variant with seed ``seed + s`` (the same numbers), all
+seeds of a variant -- and of variants that differ only in traced values, such as two RAE gammas --
+one compiled program; each lane's run folder is kept in ``lanes/<lane>/``. Reported per
 variant, as the mean over seeds with a 95% confidence interval (Student t): the return mean and
 variance, worst case and CVaR(5%) under the final meta-strategy, and the event rates. Cross-play:
 for every ordered pair of variants (A, B) and seed, player 0 plays A's population under A's final
@@ -76,6 +79,7 @@ import dataclasses
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -88,14 +92,16 @@ from tqdm import tqdm
 
 from envs.settings import SettingError
 from experiments import config as xcfg
+from experiments import sweep as xsweep
 from marl import population as mpop
 from marl import rollout
 from marl.compile_cache import enable_compile_cache
 from marl.compiles import CompileCounter
 from marl.files import atomic_savefig, atomic_write_bytes, new_run_dir
-from psro import metrics
 from psro.hyperparameters import env_traceable
 from psro.loop import PSRO, PSROConfig, PSROGame, PSROState
+
+_LANE_KEYS = ("lane", "cell", "seed", "axes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,11 +323,16 @@ def _ci(values: list[float]) -> tuple[float, float]:
 
 
 def run_comparison(
-    spec: dict, progress: bool = True, strip_dir: str | os.PathLike | None = None
+    spec: dict,
+    progress: bool = True,
+    strip_dir: str | os.PathLike | None = None,
+    lane_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """Run every variant over the seeds, then cross-play; returns the results dict.
+    """Run every variant over the seeds (a sweep over the variant axis, ``experiments.sweep``),
+    then cross-play; returns the results dict.
 
-    ``strip_dir``: where to save the spec's ``strips`` (none are made without it)."""
+    ``strip_dir``: where to save the spec's ``strips`` (none are made without it); ``lane_dir``:
+    where each (variant, seed) run folder goes (``lanes/<lane>/``; default: a temporary folder)."""
     t_start = time.perf_counter()
     game, variants = build(spec)
     per_step = list(spec["compare"]["per_step"])
@@ -334,26 +345,45 @@ def run_comparison(
                 f"per-agent info field (have: {sorted(have)})"
             )
     seeds, iterations = spec["compare"]["seeds"], spec["psro"]["iterations"]
-    key = jax.random.key(spec["seed"])
-    finals: dict[str, list[PSROState]] = {}
-    per_seed: dict[str, list[dict]] = {}
-    timings: dict[str, float] = {}
-    bar = tqdm(total=len(variants) * iterations, disable=not progress, desc="compare")
-    for variant in variants:
-        psro = PSRO(game, variant.config, num_seeds=seeds)
-        t0 = time.perf_counter()
-        state = psro.init(key)  # the same seeds for every variant
-        for it in range(iterations):
-            state = psro.step(state)
-            bar.set_postfix_str(f"{variant.name} iteration {it + 1}")
-            bar.update()
-        timings[variant.name] = time.perf_counter() - t0
-        finals[variant.name] = [psro.seed_state(state, s) for s in range(seeds)]
-        per_seed[variant.name] = [
-            {**metrics.iteration_metrics(psro, st), **_metagame_tables(st)}
-            for st in finals[variant.name]
-        ]
-    bar.close()
+    names = [v.name for v in variants]
+    # the comparison is a sweep over the variant axis (one code path): lane (variant, seed s) is
+    # experiments.run of that variant with seed ``spec.seed + s``; variants that differ only in
+    # traced values (e.g. two RAE gammas) share one compiled program
+    sweep_spec = xsweep.SweepSpec(
+        name=f"compare-{spec['name']}",
+        base=spec,
+        seeds=tuple(int(spec["seed"]) + s for s in range(seeds)),
+        axes={xsweep.VARIANT_AXIS: names},
+        chunk=seeds,
+    )
+    plan = xsweep.plan_sweep(sweep_spec)
+    states: dict[str, PSROState] = {}
+    rows: list[dict] = []
+    timings: dict[str, float] = dict.fromkeys(names, 0.0)
+    bar = tqdm(total=len(plan.chunk_ids()) * (iterations + 1), disable=not progress, desc="compare")
+    tmp = None
+    if lane_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="compare-lanes-")
+        lane_dir = tmp.name
+    try:
+        for g, c in plan.chunk_ids():
+            t0 = time.perf_counter()
+            rows += xsweep.run_chunk(plan, g, c, Path(lane_dir), bar, states=states)
+            for name in {ln.values[xsweep.VARIANT_AXIS] for ln in plan.groups[g].chunks[c]}:
+                timings[name] += time.perf_counter() - t0  # a shared chunk counts for each
+    finally:
+        bar.close()
+        if tmp is not None:
+            tmp.cleanup()
+    finals_rows = xsweep.final_rows(rows)
+    finals: dict[str, list[PSROState]] = {n: [] for n in names}
+    per_seed: dict[str, list[dict]] = {n: [] for n in names}
+    for lane in sorted(plan.lanes, key=lambda ln: (names.index(ln.values["variant"]), ln.seed)):
+        name = lane.values[xsweep.VARIANT_AXIS]
+        st = states[lane.name]
+        finals[name].append(st)
+        row = {k: v for k, v in finals_rows[lane.name].items() if k not in _LANE_KEYS}
+        per_seed[name].append({**row, **_metagame_tables(st)})
 
     agents = game.env.agents
     horizon = int(game.env_params.max_steps)
@@ -383,23 +413,12 @@ def run_comparison(
             ]
             cross[f"{a}|{b}"] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
     heldout = {}
-    if spec["compare"][
-        "eval_episodes"
-    ]:  # fresh episodes: the meta-game's own cells chose the strategy
-        n_eval = spec["compare"]["eval_episodes"]
+    if spec["compare"]["eval_episodes"]:  # computed per lane by the sweep (fresh episodes)
         for name in names:
-            vals = [
-                add_per_step(
-                    crossplay(game, st, st, jax.random.key(5000 + s), n_eval),
-                    per_step,
-                    horizon,
-                    agents,
-                )
-                for s, st in enumerate(finals[name])
-            ]
-            for m, v in zip(per_seed[name], vals, strict=True):
-                m.update({f"heldout/{k}": x for k, x in v.items()})
-            heldout[name] = {k: _ci([v[k] for v in vals]) for k in vals[0]}
+            keys = [k for k in per_seed[name][0] if k.startswith("heldout/")]
+            heldout[name] = {
+                k.removeprefix("heldout/"): _ci([m[k] for m in per_seed[name]]) for k in keys
+            }
     results = {
         "spec": spec,
         "variants": names,
@@ -638,7 +657,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise CommandError(f"--out {args.out}: is a file; give a folder (made if missing)")
     out = new_run_dir(args.out, f"compare-{spec['name']}")
     with CompileCounter() as compiles:
-        results = run_comparison(spec, progress=not args.no_progress, strip_dir=out)
+        results = run_comparison(spec, progress=not args.no_progress, strip_dir=out, lane_dir=out)
     results["compiles"] = {**compiles.summary(), "cache_dir": cache_dir}
     table = _write_outputs(out, results)
     print(table)

@@ -124,7 +124,7 @@ class SweepSpec:
     """A validated sweep spec (see the module docstring)."""
 
     name: str
-    base: str
+    base: str | dict
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     axes: dict = dataclasses.field(default_factory=dict)
@@ -200,13 +200,19 @@ def spec_from_dict(data: Mapping, overrides: Sequence[str] = (), where: Path | N
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise SweepError("name", name, "a non-empty name without slashes or spaces")
     base = raw.get("base")
-    if not isinstance(base, str) or not base:
-        raise SweepError("base", base, "the path of a run config (YAML)")
-    base_path = Path(base)
-    if not base_path.is_file() and where is not None and (where / base).is_file():
-        base_path = where / base
-    if not base_path.is_file():
-        raise SweepError("base", base, "no such file (looked in the working folder and the spec's)")
+    if isinstance(base, Mapping):  # an inline config (experiments.compare passes its own)
+        base_ref: str | dict = jsonable(dict(base))
+    else:
+        if not isinstance(base, str) or not base:
+            raise SweepError("base", base, "the path of a run config (YAML), or a config mapping")
+        base_path = Path(base)
+        if not base_path.is_file() and where is not None and (where / base).is_file():
+            base_path = where / base
+        if not base_path.is_file():
+            raise SweepError(
+                "base", base, "no such file (looked in the working folder and the spec's)"
+            )
+        base_ref = str(base_path)
     ov = raw.get("overrides") or []
     if not isinstance(ov, list | tuple) or not all(isinstance(x, str) and "=" in x for x in ov):
         raise SweepError("overrides", ov, "a list of dotted.key=value strings")
@@ -286,7 +292,7 @@ def spec_from_dict(data: Mapping, overrides: Sequence[str] = (), where: Path | N
         raise SweepError("out_dir", out_dir, "a non-empty path")
     spec = SweepSpec(
         name=name,
-        base=str(base_path),
+        base=base_ref,
         overrides=tuple(ov),
         seeds=seed_list or (0,),
         axes={k: list(v) for k, v in axes.items()},
@@ -318,11 +324,18 @@ def load_sweep(path: str | os.PathLike, overrides: Sequence[str] = ()) -> SweepS
     return spec_from_dict(data, overrides, where=path.parent)
 
 
+def _load(base: str | dict, dots: Sequence[str]) -> xcfg.ExperimentConfig:
+    if isinstance(base, Mapping):
+        return xcfg.config_from_dict(base, list(dots))
+    return xcfg.load_config(base, list(dots))
+
+
 def _base_config(spec: SweepSpec) -> xcfg.ExperimentConfig:
     try:
-        return xcfg.load_config(spec.base, list(spec.overrides))
+        return _load(spec.base, spec.overrides)
     except xcfg.ConfigError as err:
-        raise SweepError(f"base ({spec.base}): {err}", allowed="") from None
+        where = spec.base if isinstance(spec.base, str) else "inline config"
+        raise SweepError(f"base ({where}): {err}", allowed="") from None
 
 
 # ------------------------------------------------------------------------------------- the plan
@@ -409,11 +422,11 @@ def lane_config(spec: SweepSpec, values: Mapping, seed: int) -> xcfg.ExperimentC
     axis = _axis_overrides(values)
     dots = [*spec.overrides, *axis, f"seed={int(seed)}"]
     try:
-        cfg = xcfg.load_config(spec.base, dots)
+        cfg = _load(spec.base, dots)
     except SettingError as err:
         for key, text in zip([k for k in values if k != VARIANT_AXIS], axis, strict=True):
             try:
-                xcfg.load_config(spec.base, [*spec.overrides, text])
+                _load(spec.base, [*spec.overrides, text])
             except SettingError as one:
                 raise SweepError(f"axes.{key}", values[key], str(one)) from None
         raise SweepError(f"axes ({dict(values)})", allowed=str(err)) from None
@@ -437,6 +450,10 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     chunk sizes fixed. Raises ``SweepError`` before any work."""
     from experiments.run import _resolved
 
+    if spec.backend == "ray":  # Ray installed, its settings sound: before any work
+        from experiments import sweep_ray
+
+        sweep_ray.check(spec)
     base = _base_config(spec)
     if base.psro.time_budget_s is not None:
         raise SweepError(
@@ -461,7 +478,9 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
                 raise SweepError(f"axes ({values})", allowed=str(err)) from None
             if game.is_host:
                 raise SweepError(
-                    "base", spec.base, "a sweep needs a compiled JAX env (not a PettingZoo one)"
+                    "base",
+                    cfg.env.pettingzoo,
+                    "a sweep needs a compiled JAX env (not a PettingZoo one)",
                 )
             if not psro.config.jit_solver:
                 raise SweepError("psro.jit_solver", False, "a sweep needs a jittable solver")
@@ -573,10 +592,16 @@ def _heldout(lane: Lane, state, episodes: int) -> dict:
 
 
 def run_chunk(
-    plan: SweepPlan, group_index: int, chunk_index: int, sweep_dir: Path, bar=None
+    plan: SweepPlan,
+    group_index: int,
+    chunk_index: int,
+    sweep_dir: Path,
+    bar=None,
+    states: dict | None = None,
 ) -> list[dict]:
     """Run one chunk of lanes to the end; write each lane's run folder; return its rows
-    (``results.jsonl`` lines: a row per lane and iteration)."""
+    (``results.jsonl`` lines: a row per lane and iteration). ``states``: if given, each lane's
+    final state is stored there under the lane's name."""
     from experiments import run as xrun
 
     group = plan.groups[group_index]
@@ -620,6 +645,8 @@ def run_chunk(
             )
             if stop is not None:
                 done[j] = True
+                if states is not None:
+                    states[ln.name] = lane_state
                 _write_lane(sweep_dir, ln, psro, lane_state, lines[ln.index], stop, m, plan)
         if bar is not None:
             bar.update(1)
@@ -777,7 +804,8 @@ def markdown(spec: SweepSpec, table: Sequence[Mapping], names: Sequence[str], in
     lines = [
         f"# Sweep `{spec.name}`",
         "",
-        f"Base `{spec.base}` with {list(spec.overrides)}; seeds {list(spec.seeds)}; "
+        f"Base `{spec.base if isinstance(spec.base, str) else 'inline config'}` with "
+        f"{list(spec.overrides)}; seeds {list(spec.seeds)}; "
         f"sorted by `{spec.metric['name']}` ({spec.metric['mode']}). Mean over seeds with the "
         "half-width of its 95% confidence interval (Student t), final iteration of each lane.",
         "",
