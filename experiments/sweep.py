@@ -532,6 +532,59 @@ def _chunk_size(spec: SweepSpec, group: Group) -> int:
 
 # ------------------------------------------------------------------------------------- running
 _PROGRAMS: dict[tuple[str, int], Any] = {}
+_SIZED_PHASES = ("_jit_oracle", "_jit_eval", "_jit_solve")
+
+
+def _phase_memory(group: Group) -> dict[str, int]:
+    """Bytes (arguments + outputs + temporaries, XLA's ``memory_analysis``) of the group's
+    heavy phases compiled at its chunk size. Compiling ahead of time here is not extra work: the
+    run's calls reuse these programs (JAX caches the compiled executable per jitted function)."""
+    psro = _group_psro(group)
+    _, sharding = _lane_mesh()
+    lanes = group.lanes[: group.chunk] + [group.lanes[-1]] * max(0, group.chunk - len(group.lanes))
+    keys = jax.vmap(jax.random.key)(jnp.asarray([ln.seed for ln in lanes], jnp.uint32))
+    hp = _stack([ln.psro.hyperparameters() for ln in lanes])
+    state = jax.eval_shape(lambda k, h: psro.init(k, hparams=h), keys, hp)
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    out = {}
+    for name in _SIZED_PHASES:
+        fn = getattr(psro, name)
+        if not hasattr(fn, "lower"):  # not jitted (a host-only phase)
+            continue
+        ma = fn.lower(state).compile().memory_analysis()
+        if ma is not None:
+            out[name.removeprefix("_jit_")] = int(
+                ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+            )
+    return out
+
+
+def fit_chunks(plan: SweepPlan, say=None) -> dict[int, dict[str, int]]:
+    """Shrink each group's chunk until its heavy phases, compiled at that size, need at most half
+    of the available memory (``memory_analysis`` of the compiled programs). Returns, per group,
+    the bytes per phase at the chosen size. A chunk that fits costs no extra compile; each halving
+    compiles the phases once more at the smaller size."""
+    from psro import memory
+
+    n_dev = jax.device_count()
+    out = {}
+    for g, group in enumerate(plan.groups):
+        while True:
+            sizes = _phase_memory(group)
+            avail = memory.available_bytes()
+            need = max(sizes.values(), default=0)
+            if avail is None or need <= 0.5 * avail or group.chunk <= n_dev:
+                break
+            smaller = max(n_dev, (group.chunk // 2) // n_dev * n_dev)
+            if say is not None:
+                say(
+                    f"group {g}: a chunk of {group.chunk} lanes needs {need / 2**30:.2f} GiB in "
+                    f"one phase (compiled), over half of the {avail / 2**30:.2f} GiB available: "
+                    f"{smaller} lanes per chunk"
+                )
+            group.chunk = smaller
+        out[g] = sizes
+    return out
 
 
 def _group_psro(group: Group):
@@ -985,39 +1038,50 @@ def run_sweep(
     t_start = time.perf_counter()
     plan = plan_sweep(spec)  # every check before any work
     enable_compile_cache(plan.base.run.compile_cache)
-    if resume is None:
-        sweep_dir = (
-            Path(out_dir) if out_dir else new_run_dir(Path(spec.out_dir), f"sweep-{spec.name}")
+    counter = CompileCounter().start()  # the sweep's compiles, the chunk sizing's included
+    try:
+        memory_info: dict = {}
+        if resume is None:
+            sweep_dir = (
+                Path(out_dir) if out_dir else new_run_dir(Path(spec.out_dir), f"sweep-{spec.name}")
+            )
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                sweep_dir / "sweep.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False)
+            )
+            atomic_write_text(sweep_dir / "results.jsonl", "")
+            if spec.backend == "local" and spec.chunk is None:
+                memory_info = fit_chunks(plan, say)  # compiles the phases (reused by the run)
+            progress_state = {"done": [], "chunks": [g.chunk for g in plan.groups]}
+            atomic_write_json(sweep_dir / PROGRESS, progress_state)
+        else:
+            progress_state = _read_progress(sweep_dir)
+            for group, chunk in zip(plan.groups, progress_state.get("chunks", []), strict=False):
+                group.chunk = int(chunk)  # the chunking the sweep started with: same chunk ids
+            done_ids = {tuple(x) for x in progress_state["done"]}
+            keep_lanes = {
+                ln.name
+                for g, c in done_ids
+                if g < len(plan.groups) and c < len(plan.groups[g].chunks)
+                for ln in plan.groups[g].chunks[c]
+            }
+            rows = [
+                r for r in read_jsonl(sweep_dir / "results.jsonl") if r.get("lane") in keep_lanes
+            ]
+            atomic_write_text(
+                sweep_dir / "results.jsonl",
+                "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows),
+            )
+            say(f"resuming {sweep_dir}: {len(done_ids)} of {len(plan.chunk_ids())} chunk(s) done")
+        todo = [cid for cid in plan.chunk_ids() if list(cid) not in progress_state["done"]]
+        n_it = max(ln.cfg.psro.iterations for ln in plan.lanes) + 1
+        say(
+            f"sweep {spec.name}: {len(plan.cells)} cell(s) x {len(spec.seeds)} seed(s) = "
+            f"{len(plan.lanes)} lane(s) in {len(plan.groups)} program(s) "
+            f"(traced axes: {plan.traced or 'none'}; static: {plan.static or 'none'}); "
+            f"{len(plan.chunk_ids())} chunk(s) on {jax.device_count()} device(s)"
         )
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(sweep_dir / "sweep.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        atomic_write_text(sweep_dir / "results.jsonl", "")
-        progress_state = {"done": []}
-    else:
-        progress_state = _read_progress(sweep_dir)
-        done_ids = {tuple(x) for x in progress_state["done"]}
-        keep_lanes = {
-            ln.name
-            for g, c in done_ids
-            if g < len(plan.groups) and c < len(plan.groups[g].chunks)
-            for ln in plan.groups[g].chunks[c]
-        }
-        rows = [r for r in read_jsonl(sweep_dir / "results.jsonl") if r.get("lane") in keep_lanes]
-        atomic_write_text(
-            sweep_dir / "results.jsonl",
-            "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows),
-        )
-        say(f"resuming {sweep_dir}: {len(done_ids)} of {len(plan.chunk_ids())} chunk(s) done")
-    todo = [cid for cid in plan.chunk_ids() if list(cid) not in progress_state["done"]]
-    n_it = max(ln.cfg.psro.iterations for ln in plan.lanes) + 1
-    say(
-        f"sweep {spec.name}: {len(plan.cells)} cell(s) x {len(spec.seeds)} seed(s) = "
-        f"{len(plan.lanes)} lane(s) in {len(plan.groups)} program(s) "
-        f"(traced axes: {plan.traced or 'none'}; static: {plan.static or 'none'}); "
-        f"{len(plan.chunk_ids())} chunk(s) on {jax.device_count()} device(s)"
-    )
-    timings: list[dict] = []
-    with CompileCounter() as counter:
+        timings: list[dict] = []
         if spec.backend == "ray":
             from experiments import sweep_ray
 
@@ -1036,6 +1100,8 @@ def run_sweep(
                     timings.append({"group": g, "chunk": c, "seconds": time.perf_counter() - t0})
             finally:
                 bar.close()
+    finally:
+        counter.stop()
     info = {
         "spec": spec.to_dict(),
         "lanes": len(plan.lanes),
@@ -1046,6 +1112,7 @@ def run_sweep(
         ],
         "traced_axes": plan.traced,
         "static_axes": plan.static,
+        "phase_bytes": {str(g): v for g, v in memory_info.items()},
         "devices": [str(d) for d in jax.devices()],
         "chunks": timings,
         "compiles": counter.summary(),
