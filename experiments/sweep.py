@@ -906,7 +906,11 @@ def figure(
             series: dict[tuple, list] = {}
             for e in table:
                 series.setdefault(tuple(_hashable(e[o]) for o in others), []).append(e)
-            for label, es in sorted(series.items(), key=lambda kv: str(kv[0])):
+
+            def rank(item, others=others):
+                return tuple(_order(spec.axes[o], v) for o, v in zip(others, item[0], strict=True))
+
+            for label, es in sorted(series.items(), key=rank):
                 es = sorted(es, key=lambda e: _order(spec.axes[axis], e[axis]))
                 xs = _positions(spec.axes[axis], [e[axis] for e in es])
                 m = np.array([e[f"{n}:mean"] for e in es], float)
@@ -937,15 +941,12 @@ def figure(
             for i in range(mat.shape[0]):
                 for j in range(mat.shape[1]):
                     if np.isfinite(mat[i, j]):
+                        lo, hi = np.nanmin(mat), np.nanmax(mat)
+                        light = hi > lo and (mat[i, j] - lo) / (hi - lo) > 0.6  # viridis: yellow
                         ax.text(
-                            j,
-                            i,
-                            f"{mat[i, j]:.3g}",
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color="w",
-                        )
+                            j, i, f"{mat[i, j]:.3g}", ha="center", va="center", fontsize=7,
+                            color="k" if light else "w",
+                        )  # fmt: skip
             fig.colorbar(im, ax=ax, label=n)
     fig.suptitle(f"sweep {spec.name}: mean over {len(spec.seeds)} seeds, 95% CI")
     fig.tight_layout()
