@@ -198,7 +198,7 @@ def crossplay(
     pairs = pairs.reshape(-1, 2)
     kernel = _crossplay_kernel(game, episodes)
     params = game.env_params if env_params is None else env_params
-    traced = {k: jnp.float32(getattr(params, k)) for k in env_traceable(game.env_params)}
+    traced = {k: jnp.float32(getattr(params, k)) for k in env_traceable(game.env_params, game.env)}
     ret, ev = kernel(pop0, pop1, pairs, jax.random.split(key, pairs.shape[0]), traced)
     w = np.asarray((s0[:, None] * s1[None, :]).reshape(-1), np.float64)
     out: dict[str, float] = {}

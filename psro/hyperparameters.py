@@ -69,14 +69,16 @@ def _is_float_value(value: Any) -> bool:
     return shape == () and dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
-def env_traceable(params) -> tuple[str, ...]:
+def env_traceable(params, env=None) -> tuple[str, ...]:
     """The env params fields that are traced: pytree fields holding a float (not an int, a bool
-    or an array), minus the env's ``static_params`` if it declares some."""
+    or an array), minus those the env lists in its ``static_params`` attribute (for a float the
+    env's code branches on in Python; ``struct.field(pytree_node=False)`` fields are static too)."""
     if params is None or not dataclasses.is_dataclass(params):
         return ()
+    static = set(getattr(env, "static_params", ()) or ())
     out = []
     for f in dataclasses.fields(params):
-        if not f.metadata.get("pytree_node", True):
+        if not f.metadata.get("pytree_node", True) or f.name in static:
             continue
         if _is_float_value(getattr(params, f.name)):
             out.append(f.name)
@@ -105,7 +107,7 @@ def traced_hyperparameters(config, game) -> dict[str, dict[str, jax.Array]]:
     o = config.oracle_settings
     out["oracle"] = {k: _as_scalar(getattr(o, k)) for k in _settings_traceable(o)}
     p = game.env_params
-    out["env"] = {k: _as_scalar(getattr(p, k)) for k in env_traceable(p)}
+    out["env"] = {k: _as_scalar(getattr(p, k)) for k in env_traceable(p, game.env)}
     return out
 
 
