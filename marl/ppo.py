@@ -12,19 +12,46 @@ vmapped envs, GAE, then ``update_epochs`` epochs of ``num_minibatches`` minibatc
 (the env, the learner id, the config, the network graphdef, the opponents' policy functions);
 state goes in and comes out (``PPOState``), optax style.
 
-Objectives (``PPOConfig.objective``):
+Objectives (``PPOConfig.objective``; ``gamma_risk`` is the weight of the risk term in each;
+docs/objectives.md has them side by side).
+R is an episode's undiscounted (training) return; the running statistics below are EMAs with rate
+``mu_rate`` kept in ``PPOState``, updated once per update from the episodes that finished in that
+batch, before the shaping is computed (the first batch with episodes sets them outright):
 
 * ``"risk_neutral"``: the plain (discounted, GAE) return.
 * ``"mean_variance"``: at the last step of every episode ``-gamma_risk * (R - mu)^2`` is added to
-  the reward, where R is the episode's (undiscounted) return and mu a running estimate of the mean
-  episodic return (an EMA kept in ``PPOState.mu``, updated once per update from the episodes that
-  finished in that batch, before the penalty is computed). Because d/dmu E[(R - mu)^2] = 0 at
-  mu = E[R], the policy gradient of E[R - gamma (R - mu)^2] is that of E[R] - gamma Var[R], the
-  single-policy mean-variance utility of docs/rae.md (with ``lam = 1``, the law of total variance
-  makes this exactly the variance the meta-solver counts, when the opponent is drawn from the
-  perturbed meta-strategy). ``gamma_risk`` may be passed to ``train``/``run`` as a traced value,
-  so a sweep can vmap over it. (The penalty is discounted back through GAE like any reward; with
-  ``gamma = 1`` the match is exact.)
+  the reward, where mu (``PPOState.mu``) is the running mean episodic return. Because
+  d/dmu E[(R - mu)^2] = 0 at mu = E[R], the policy gradient of E[R - gamma (R - mu)^2] is that of
+  E[R] - gamma Var[R], the single-policy mean-variance utility of docs/rae.md (with ``lam = 1``,
+  the law of total variance makes this exactly the variance the meta-solver counts, when the
+  opponent is drawn from the perturbed meta-strategy). ``gamma_risk`` may be passed to
+  ``train``/``run`` as a traced value, so a sweep can vmap over it. (The penalty is discounted
+  back through GAE like any reward; with ``gamma = 1`` the match is exact.)
+* ``"semivariance"``: J = E[R] - g SV with SV = E[(mu - R)_+^2], the downside semi-variance around
+  mu = E[R]. Unlike the variance, SV depends on mu to first order:
+  dSV = d_theta E[(m - R)_+^2]|_{m=mu} + 2 L dmu with L = E[(mu - R)_+] (the first lower partial
+  moment, ``PPOState.lpm``) and dmu = d_theta E[R]. By the likelihood-ratio identity,
+  dJ = E[score(tau) * ((1 - 2 g L) R - g (mu - R)_+^2)]: every reward is scaled by
+  ``1 - 2 g L`` and ``-g (mu - R)_+^2`` is added at an episode's last step. (The scale can be
+  negative when g L > 1/2: the objective then really prefers a lower mean, since raising the mean
+  pushes the low outcomes further below it; the ``reward_scale`` metric shows it.)
+* ``"cvar"``: J = (1 - g) E[R] + g CVaR_alpha(R) = E[R] - g (E[R] - CVaR_alpha(R)) with
+  ``alpha = cvar_alpha`` and g = ``gamma_risk`` in [0, 1] (g = 1: pure CVaR; every g in [0, 1]
+  keeps J monotone -- an outcome that is worse everywhere is never preferred -- which
+  mean-variance and semivariance are not). Rockafellar-Uryasev: CVaR_alpha(R) =
+  max_eta eta - E[(eta - R)_+] / alpha, maximised at eta* = VaR_alpha(R) (the lower
+  alpha-quantile), so by the envelope theorem d CVaR = -(1/alpha) d_theta E[(eta - R)_+] at
+  eta = eta*, and dJ = E[score(tau) * ((1 - g) R - (g / alpha) (eta - R)_+)] (Tamar et al. 2015):
+  every reward is scaled by ``1 - g`` and ``-(g / alpha) (eta - R)_+`` is added at an episode's
+  last step -- episodes in the lower tail get weight 1/alpha on their shortfall below eta. eta
+  (``PPOState.eta``) is the running estimate of the batches' empirical lower alpha-quantile of
+  the finished episodes' returns. An early crash with a bad return is therefore scored by its
+  place in the lower tail, not rewarded for its low variance.
+
+The scale and the terminal penalty both enter the per-step rewards before GAE, exactly as the
+mean-variance penalty does (credit assignment, value targets and advantage normalisation as for
+any reward); with ``gamma = gae_lambda = 1`` the advantage at an episode's first step is the
+shaped return minus the critic's baseline, an unbiased estimate of the gradients above.
 
 Episodes are treated as ending at ``episode_done`` (terminated or time limit): no bootstrapping
 across it, since the objective is the episodic return.
@@ -66,7 +93,7 @@ from marl import networks, rollout
 from marl.population import Population, population_add, population_get, population_init
 
 PyTree = Any
-OBJECTIVES = ("risk_neutral", "mean_variance")
+OBJECTIVES = ("risk_neutral", "mean_variance", "semivariance", "cvar")
 
 
 class NaNLossError(FloatingPointError):
@@ -90,10 +117,16 @@ class PPOConfig:
       update_epochs: epochs over each batch; num_minibatches: minibatches per epoch
         (must divide N * T).
       hidden: width of the actor-critic MLP (``networks.ActorCritic``).
-      objective: ``"risk_neutral"`` or ``"mean_variance"``.
-      gamma_risk: default risk aversion for ``mean_variance`` (>= 0); ``train``/``run`` may
-        override it with a traced value.
-      mu_rate: EMA rate of the running mean-return estimate mu.
+      objective: ``"risk_neutral"``, ``"mean_variance"``, ``"semivariance"`` or ``"cvar"``
+        (see the module docstring).
+      gamma_risk: default weight of the risk term of the risk objectives: ``mean_variance``
+        E[R] - g Var[R] and ``semivariance`` E[R] - g E[(mu - R)_+^2] (g >= 0), ``cvar``
+        (1 - g) E[R] + g CVaR_alpha[R] (0 <= g <= 1); ``train``/``run`` may override it with a
+        traced value.
+      cvar_alpha: the tail probability alpha of ``cvar`` (in (0, 1]; 1 gives the mean): CVaR is
+        the mean return of the worst alpha share of episodes.
+      mu_rate: EMA rate of the running statistics of the risk objectives (mean return mu, the
+        alpha-quantile eta, the lower partial moment E[(mu - R)_+]).
       normalize_advantages: normalise advantages over the whole batch (not per minibatch, as
         PureJaxRL does: per-minibatch scaling washes out rare large mean-variance penalties).
       clip_value: PPO-style clipped value loss (off by default: the mean-variance penalty can
@@ -120,6 +153,7 @@ class PPOConfig:
     hidden: int = 64
     objective: str = "risk_neutral"
     gamma_risk: float = 0.0
+    cvar_alpha: float = 0.1
     mu_rate: float = 0.1
     anneal_lr: bool = False
     normalize_advantages: bool = True
@@ -145,6 +179,9 @@ class PPOConfig:
         check_number("gamma", self.gamma, lo=0.0, hi=1.0)
         check_number("gae_lambda", self.gae_lambda, lo=0.0, hi=1.0)
         check_number("mu_rate", self.mu_rate, lo=0.0, hi=1.0, lo_open=True)
+        check_number("cvar_alpha", self.cvar_alpha, lo=0.0, hi=1.0, lo_open=True)
+        if self.objective == "cvar":
+            check_number("gamma_risk", self.gamma_risk, lo=0.0, hi=1.0)
         for name in ("anneal_lr", "normalize_advantages", "clip_value"):
             check_bool(name, getattr(self, name))
 
@@ -157,7 +194,10 @@ class PPOState:
       params: the learner's network params (``networks`` plain dict).
       opt_state: the optax optimiser state.
       mu: ``()`` running estimate of the mean episodic return (mean-variance baseline).
-      mu_ready: ``()`` bool, False until the first finished episode has set mu.
+      mu_ready: ``()`` bool, False until the first finished episode has set mu (and eta, lpm).
+      eta: ``()`` running estimate of the lower ``cvar_alpha``-quantile (VaR) of the episodic
+        return (``cvar``; stays 0 otherwise).
+      lpm: ``()`` running estimate of E[(mu - R)_+] (``semivariance``; stays 0 otherwise).
       key: the PRNG key.
       update: ``()`` int32, updates done so far.
     """
@@ -168,6 +208,8 @@ class PPOState:
     mu_ready: jax.Array
     key: jax.Array
     update: jax.Array
+    eta: jax.Array
+    lpm: jax.Array
 
 
 @struct.dataclass
@@ -270,8 +312,10 @@ class PPO:
     ``metrics`` is a dict of arrays of shape ``(total_updates,)``: ``episode_return_mean``,
     ``episode_return_var`` (over the episodes finished in that update's batch; NaN if none),
     ``episodes``, ``entropy``, ``policy_loss``, ``value_loss``, ``total_loss``, ``approx_kl``,
-    ``clip_frac``, ``grad_norm``, ``mu``, ``penalty_mean`` and ``nan_loss`` (bool: a loss or
-    gradient of that update was not finite). ``check_metrics(metrics)`` raises ``NaNLossError``.
+    ``clip_frac``, ``grad_norm``, ``mu``, ``eta``, ``lpm`` (the running statistics after the
+    update), ``reward_scale`` (the factor on every reward), ``penalty_mean`` (terminal penalty
+    per finished episode) and ``nan_loss`` (bool: a loss or gradient of that update was not
+    finite). ``check_metrics(metrics)`` raises ``NaNLossError``.
     """
 
     def __init__(
@@ -350,6 +394,8 @@ class PPO:
             mu_ready=jnp.zeros((), jnp.bool_),
             key=key,
             update=jnp.zeros((), jnp.int32),
+            eta=jnp.zeros((), jnp.float32),
+            lpm=jnp.zeros((), jnp.float32),
         )
 
     def _opponent_args(self, opponents, opponent_probs):
@@ -501,18 +547,84 @@ class PPO:
         if self.config.objective == "risk_neutral":
             if gamma_risk is not None:
                 raise ValueError(
-                    "gamma_risk was given but config.objective is 'risk_neutral'; "
-                    "use objective='mean_variance' (gamma_risk=0 gives the risk-neutral gradient)"
+                    "gamma_risk was given but config.objective is 'risk_neutral'; use a risk "
+                    f"objective {OBJECTIVES[1:]} (gamma_risk=0 gives the risk-neutral gradient)"
                 )
             return None
         if gamma_risk is None:
             return jnp.asarray(self.config.gamma_risk, jnp.float32)
+        hi = 1.0 if self.config.objective == "cvar" else None
         try:
-            if float(gamma_risk) < 0:
-                raise ValueError(f"gamma_risk must be >= 0, got {float(gamma_risk)}")
+            value = float(gamma_risk)
         except (jax.errors.ConcretizationTypeError, TypeError):
-            pass  # traced: not checked
+            value = None  # traced: not checked
+        if value is not None:
+            check_number("gamma_risk", value, lo=0.0, hi=hi)
         return jnp.asarray(gamma_risk, jnp.float32)
+
+    def shape_rewards(
+        self, state: PPOState, tr: Transition, gamma_risk=None
+    ) -> tuple[jax.Array, PPOState, dict]:
+        """The objective's training rewards for batch ``tr`` (see the module docstring).
+
+        Updates the running statistics (``mu``, ``eta``, ``lpm``, ``mu_ready``) from the episodes
+        that finished in ``tr`` and shapes ``tr.reward`` with them. Pure and jittable; any leading
+        shape of ``tr.reward`` works. Returns ``(reward, state, info)``: the shaped rewards (the
+        shape of ``tr.reward``), ``state`` with the new statistics, and ``info`` with the batch's
+        ``ret_mean``, ``ret_var``, ``n_ep`` (finished episodes), ``penalty`` (the terminal
+        penalties) and ``reward_scale`` (the factor on every reward; 1 for ``risk_neutral`` and
+        ``mean_variance``).
+        """
+        cfg = self.config
+        g_risk = self._gamma_risk(gamma_risk)
+        done_f = tr.done.astype(jnp.float32)
+        ret = tr.episode_return
+        n_ep = done_f.sum()
+        has_ep = n_ep > 0
+        denom = jnp.maximum(n_ep, 1.0)
+        ret_mean = (ret * done_f).sum() / denom
+        ret_var = (done_f * (ret - ret_mean) ** 2).sum() / denom
+
+        def running(old, batch):
+            return jnp.where(
+                has_ep,
+                jnp.where(state.mu_ready, (1 - cfg.mu_rate) * old + cfg.mu_rate * batch, batch),
+                old,
+            )
+
+        mu = running(state.mu, ret_mean)
+        eta, lpm = state.eta, state.lpm
+        scale = None
+        if g_risk is None:
+            penalty = jnp.zeros_like(tr.reward)
+        elif cfg.objective == "mean_variance":
+            penalty = done_f * g_risk * (ret - mu) ** 2
+        elif cfg.objective == "semivariance":
+            below = done_f * jnp.maximum(mu - ret, 0.0)
+            lpm = running(state.lpm, below.sum() / denom)
+            penalty = g_risk * below**2
+            scale = 1.0 - 2.0 * g_risk * lpm
+        else:  # cvar
+            alpha = jnp.asarray(cfg.cvar_alpha, jnp.float32)
+            eta = running(state.eta, _lower_quantile(ret, tr.done, alpha))
+            penalty = done_f * (g_risk / alpha) * jnp.maximum(eta - ret, 0.0)
+            scale = 1.0 - g_risk
+        if scale is None:
+            reward = tr.reward - penalty
+            scale = jnp.ones((), jnp.float32)
+        else:
+            reward = scale * tr.reward - penalty
+        state = state.replace(
+            mu=mu, mu_ready=jnp.logical_or(state.mu_ready, has_ep), eta=eta, lpm=lpm
+        )
+        info = {
+            "ret_mean": ret_mean,
+            "ret_var": ret_var,
+            "n_ep": n_ep,
+            "penalty": penalty,
+            "reward_scale": scale,
+        }
+        return reward, state, info
 
     def update(
         self,
@@ -560,29 +672,10 @@ class PPO:
                 f"batch reward has shape {tuple(tr.reward.shape)}; expected (num_steps, num_envs) "
                 f"= {(cfg.num_steps, cfg.num_envs)}"
             )
-        g_risk = self._gamma_risk(gamma_risk)
-
-        # episode statistics of this batch (unshaped returns)
-        done_f = tr.done.astype(jnp.float32)
-        n_ep = done_f.sum()
+        # the objective's rewards, and the episode statistics of this batch (unshaped returns)
+        reward, stats, info = self.shape_rewards(state, tr, gamma_risk)
+        n_ep = info["n_ep"]
         has_ep = n_ep > 0
-        denom = jnp.maximum(n_ep, 1.0)
-        ret_mean = (tr.episode_return * done_f).sum() / denom
-        ret_var = (done_f * (tr.episode_return - ret_mean) ** 2).sum() / denom
-        mu = jnp.where(
-            has_ep,
-            jnp.where(
-                state.mu_ready, (1 - cfg.mu_rate) * state.mu + cfg.mu_rate * ret_mean, ret_mean
-            ),
-            state.mu,
-        )
-        mu_ready = jnp.logical_or(state.mu_ready, has_ep)
-
-        if g_risk is None:
-            penalty = jnp.zeros_like(tr.reward)
-        else:
-            penalty = done_f * g_risk * (tr.episode_return - mu) ** 2
-        reward = tr.reward - penalty
 
         adv, target = self._gae(reward, tr.value, tr.done, last_value)
         if cfg.normalize_advantages:
@@ -620,21 +713,17 @@ class PPO:
         finite = jnp.all(jnp.isfinite(aux["total_loss"])) & jnp.all(jnp.isfinite(aux["grad_norm"]))
         metrics = {k: v.mean() for k, v in aux.items()}
         metrics.update(
-            episode_return_mean=jnp.where(has_ep, ret_mean, jnp.nan),
-            episode_return_var=jnp.where(has_ep, ret_var, jnp.nan),
+            episode_return_mean=jnp.where(has_ep, info["ret_mean"], jnp.nan),
+            episode_return_var=jnp.where(has_ep, info["ret_var"], jnp.nan),
             episodes=n_ep.astype(jnp.int32),
-            mu=mu,
-            penalty_mean=penalty.sum() / denom,
+            mu=stats.mu,
+            eta=stats.eta,
+            lpm=stats.lpm,
+            reward_scale=info["reward_scale"],
+            penalty_mean=info["penalty"].sum() / jnp.maximum(n_ep, 1.0),
             nan_loss=~finite,
         )
-        new_state = PPOState(
-            params=params,
-            opt_state=opt_state,
-            mu=mu,
-            mu_ready=mu_ready,
-            key=state.key,
-            update=state.update + 1,
-        )
+        new_state = stats.replace(params=params, opt_state=opt_state, update=state.update + 1)
         return new_state, metrics
 
     def train(
@@ -753,6 +842,17 @@ class PPO:
 
         stats = jax.vmap(one)(index, jax.random.split(k_run, num_episodes))
         return stats, index
+
+
+def _lower_quantile(values: jax.Array, mask: jax.Array, alpha) -> jax.Array:
+    """The empirical lower ``alpha``-quantile inf{x : F_n(x) >= alpha} of ``values`` where
+    ``mask`` (any shape; fixed shapes: the rest sort to +inf). +inf when ``mask`` is empty."""
+    v = jnp.sort(jnp.where(mask, values, jnp.inf).ravel())
+    n = mask.astype(jnp.float32).sum()
+    # the k-th smallest, k = ceil(alpha n) (1-based); the tolerance absorbs float32 rounding of
+    # alpha * n at integers
+    k = jnp.ceil(alpha * n - 1e-3).astype(jnp.int32)
+    return jnp.take(v, jnp.clip(k - 1, 0, v.shape[0] - 1))
 
 
 def check_metrics(metrics: Mapping[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """The ``ppo`` oracle: a PPO best response (``marl.ppo``) to the others' meta-strategy.
 
 Opponents are drawn, once per episode, from the ``opponent_eps``-perturbed meta-strategy; the
-objective is risk-neutral or mean-variance (``objective``, ``gamma_risk``); the learner starts
-from the player's best current member (``warm_start="best"``) or from scratch. The members'
-network width is the game's (``PSROGame.hidden``).
+objective is risk-neutral, mean-variance, downside semi-variance or CVaR (``objective``,
+``gamma_risk``, ``cvar_alpha``; ``marl.ppo``, docs/objectives.md); the learner starts from the
+player's best current member (``warm_start="best"``) or from scratch. The members' network width
+is the game's (``PSROGame.hidden``).
 
 On a compiled JAX env the whole training run is one traced function (``marl.ppo.PPO.run``). On a
 host env (``psro.games.pettingzoo_game``) the same PPO update (``marl.ppo.PPO.learn``, jitted)
@@ -56,6 +57,7 @@ PPOOracleSettings = derived_settings(
         "gamma",
         "gae_lambda",
         "gamma_risk",
+        "cvar_alpha",
         "mu_rate",
     ),
     check=_check,
@@ -67,9 +69,9 @@ PPOOracleSettings = derived_settings(
       opponent_eps: opponents are drawn from ``perturbed(meta_strategy, live, opponent_eps)``;
         set it to the RAE solver's ``eps`` so the learner guards against the same deviations.
       every other field: ``marl.ppo.PPOConfig``'s (``total_updates``, ``num_envs``,
-        ``num_steps``, ``objective="mean_variance"``, ``gamma_risk``, ``lr``, ...), except
-        ``hidden``: the members' width is the game's. ``settings.config(hidden)`` is the
-        ``PPOConfig``.
+        ``num_steps``, ``objective="mean_variance"``/``"semivariance"``/``"cvar"``,
+        ``gamma_risk``, ``cvar_alpha``, ``lr``, ...), except ``hidden``: the members' width is
+        the game's. ``settings.config(hidden)`` is the ``PPOConfig``.
     """,
 )
 

@@ -187,7 +187,7 @@ def test_init_warm_start_and_argument_checks(rps):
     with pytest.raises(ValueError, match="shape"):
         trainer.reset_lanes(jax.random.key(0), env_params, members, jnp.array([1.0, 0, 0]))
     with pytest.raises(ValueError, match="objective"):
-        ppo.PPOConfig(objective="cvar")
+        ppo.PPOConfig(objective="entropic")
     with pytest.raises(ValueError, match="divide"):
         ppo.PPOConfig(num_envs=3, num_steps=3, num_minibatches=2)
     with pytest.raises(ValueError, match="learner"):
