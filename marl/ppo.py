@@ -91,6 +91,7 @@ from envs.core import EnvParams, MultiAgentEnv
 from envs.settings import SettingError, check_bool, check_choice, check_int, check_number
 from marl import networks, rollout
 from marl.population import Population, population_add, population_get, population_init
+from marl.sharding import constrain_batch
 
 PyTree = Any
 OBJECTIVES = ("risk_neutral", "mean_variance", "semivariance", "cvar")
@@ -484,6 +485,8 @@ class PPO:
                 opponent_index=index,
                 episode_return=jnp.where(done, 0.0, ep_ret),
             )
+            # a single run on several devices: the env lanes spread over them (marl.sharding)
+            new = constrain_batch(new)
             tr = Transition(
                 obs=obs_l,
                 action=action,

@@ -14,7 +14,7 @@ A PSRO run's settings split in two:
     ``restart_beta``), when the solver is jitted;
   - ``oracle``: the oracle's ``traceable`` settings (the exact oracle's ``gamma``/``eps``; PPO's
     ``lr``, ``clip_eps``, ``ent_coef``, ``vf_coef``, ``max_grad_norm``, ``gamma``,
-    ``gae_lambda``, ``gamma_risk``, ``mu_rate``, ``opponent_eps``);
+    ``gae_lambda``, ``gamma_risk``, ``mu_rate``, ``cvar_alpha``, ``opponent_eps``);
   - ``env``: every float-valued field of the env params (``crash_reward``, the stag-hunt
     rewards, ``stag_move_prob``, a matrix game's ``reward_noise``); ints, bools, arrays and
     fields marked static stay static.

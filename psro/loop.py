@@ -45,6 +45,7 @@ from flax import struct
 
 from envs.settings import SettingError, check_bool, check_choice, check_int, from_mapping
 from marl import population as mpop
+from marl.sharding import batch_sharding
 from psro import metagame as mgame
 from psro import oracles, solvers
 from psro.evaluation import evaluation_for
@@ -267,7 +268,8 @@ class PSRO:
         learners = 1 if self.config.symmetric else self.n
         inputs = self.oracle_input(state)
         game, settings, _ = self.lane_settings(state)
-        out = [self.oracle.fn(subs[i], game, inputs, i, settings) for i in range(learners)]
+        with batch_sharding(self.num_seeds is None):  # a single run spreads PPO's env lanes
+            out = [self.oracle.fn(subs[i], game, inputs, i, settings) for i in range(learners)]
         if self.config.symmetric:  # the one new member joins the shared population
             out = out * self.n
         return tuple(o[0] for o in out), key, tuple(o[1] for o in out)

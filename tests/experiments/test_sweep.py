@@ -173,7 +173,7 @@ import json, sys
 import jax
 import numpy as np
 from experiments import sweep as xsweep
-from tests.experiments.test_sweep import _single_run
+from tests.experiments.test_sweep import _ppo_single_run, _single_run
 spec = xsweep.spec_from_dict(json.loads(sys.argv[1]))
 out = xsweep.run_sweep(spec, out_dir=sys.argv[2], progress=False, log=lambda m: None)
 plan = xsweep.plan_sweep(spec)
@@ -182,8 +182,10 @@ state = psro.init(jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtyp
 state, info = psro.step_with_info(state)
 shards = sorted({len(x.sharding.device_set) for x in jax.tree.leaves((state, info["oracle"]))})
 single = _single_run()
+ppo = _ppo_single_run()
 print(json.dumps({"devices": jax.device_count(), "shards": shards, "chunk": psro.num_seeds,
-                  "episode_sharded": single[0], "mean": single[1]}))
+                  "episode_sharded": single[0], "mean": single[1],
+                  "ppo_annotations": ppo[0], "ppo_mean": ppo[1]}))
 """
 
 
@@ -203,10 +205,30 @@ def _single_run():
     return psro.evaluation.sharding is not None, np.asarray(state.metagame.mean).tolist()
 
 
+def _ppo_single_run():
+    """A single run with the PPO oracle: (sharding annotations in its compiled oracle phase --
+    many when the env lanes are spread over several devices --, the meta-game's mean after one
+    iteration)."""
+    import jax
+
+    from psro.games import network_game
+    from psro.loop import PSRO, PSROConfig
+
+    ppo = {"total_updates": 2, "num_envs": 8, "num_steps": 4, "num_minibatches": 2,
+           "update_epochs": 1}  # fmt: skip
+    cfg = PSROConfig(capacity=3, episodes=4, solver="uniform", oracle="ppo", oracle_kwargs=ppo)
+    psro = PSRO(network_game("matrix/stag_hunt", hidden=8, max_steps=2), cfg)
+    state = psro.init(jax.random.key(0))
+    annotations = psro._jit_oracle.lower(state).as_text().count("sharding")
+    state = psro.step(state)
+    return annotations, np.asarray(state.metagame.mean).tolist()
+
+
 def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     """XLA_FLAGS=--xla_force_host_platform_device_count=4 (a subprocess): the lanes are sharded
     over 4 devices (every output of every phase), and the results are bitwise the 1-device ones;
-    a single run there spreads its evaluation episodes over the devices, same meta-game."""
+    a single run there spreads its evaluation episodes and PPO's env lanes over the devices,
+    same meta-game."""
     spec = _spec(tmp_path)
     one = xsweep.run_sweep(spec, out_dir=tmp_path / "one", progress=False, log=lambda m: None)
     env = dict(os.environ)
@@ -225,7 +247,11 @@ def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     mean = got.pop("mean")
+    ppo_annotations, ppo_mean = got.pop("ppo_annotations"), got.pop("ppo_mean")
     assert got == {"devices": 4, "shards": [4], "chunk": 4, "episode_sharded": True}
+    one_annotations, one_ppo_mean = _ppo_single_run()
+    assert ppo_annotations > one_annotations + 10  # PPO's env lanes pinned to the 4 devices
+    np.testing.assert_allclose(ppo_mean, one_ppo_mean, rtol=1e-4, atol=1e-4)
     sharded, mean_one = _single_run()
     assert not sharded
     np.testing.assert_allclose(mean, mean_one, rtol=1e-5, atol=1e-5)  # same episodes, split
