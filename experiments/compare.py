@@ -67,6 +67,13 @@ show (a winner's curse); the held-out figures are the honest ones. ``ratios: {me
 event/crashed, of: rae}`` reports every other variant's mean of ``metric`` over ``of``'s (held
 out when evaluated) with a bootstrap confidence interval over seeds.
 
+``exploitability: {objective: both, budget: 4.0, episodes: 256}`` estimates how exploitable each
+variant's final meta-strategy is in the *full* game (``psro.exploitability``: per player a fresh
+PPO best response against it, valued on held-out episodes -- a lower bound of NashConv / the RAE
+gap; exact for matrix games), per seed into ``per_seed`` (``exploitability/...``), per variant as
+mean and 95% CI over seeds into ``compare.json``'s ``exploitability`` and a table. Seed ``s`` uses
+the same key in every variant.
+
 ``compare.json``'s ``per_seed`` entries also hold each seed's final empirical meta-game
 (``metagame/mean``, ``metagame/var``, ``metagame/count``, ``metagame/<event>``: nested lists
 ``(players, K, ..., K)``), to see which members the meta-solvers had to choose from.
@@ -398,6 +405,7 @@ def run_comparison(
         keys = [k for k in per_seed[name][0] if k.startswith(("return_", "event/", "per_step/"))]
         summary[name] = {k: _ci([m[k] for m in per_seed[name]]) for k in keys}
 
+    exploit = _exploitability(spec, game, variants, finals, per_seed)
     cross: dict[str, dict[str, tuple[float, float]]] = {}
     episodes = spec["compare"]["crossplay_episodes"]
     for a in names:
@@ -423,6 +431,7 @@ def run_comparison(
         "spec": spec,
         "variants": names,
         "heldout": heldout,
+        "exploitability": exploit,
         "ratios": ratios(spec, per_seed, names, bool(heldout)),
         "seeds": seeds,
         "iterations": iterations,
@@ -451,6 +460,35 @@ def run_comparison(
         }  # fmt: skip
     results["total_wall_clock_s"] = time.perf_counter() - t_start
     return results
+
+
+def _exploitability(spec: dict, game, variants, finals: dict, per_seed: dict) -> dict:
+    """With ``compare.exploitability``: each variant's and seed's final meta-strategy's full-game
+    exploitability (``psro.exploitability``) added to its ``per_seed`` entry, and per variant the
+    mean and 95% CI over seeds of every number (keys without the ``exploitability/`` prefix).
+    Seed ``s`` uses the same key in every variant. Empty without the setting."""
+    from psro.exploitability import exploitability
+
+    settings = xcfg.exploitability_settings(_compare_section(spec).get("exploitability"))
+    if settings is None:
+        return {}
+    out = {}
+    for v in variants:
+        psro = PSRO(game, v.config)  # no compilation; each lane's traced values are in its state
+        for s, state in enumerate(finals[v.name]):
+            key = jax.random.fold_in(jax.random.key(int(spec["seed"]) + s), 0x5E7)
+            per_seed[v.name][s].update(exploitability(key, psro, state, **settings.kwargs()))
+        first = per_seed[v.name][0]
+        keys = [
+            k
+            for k, x in first.items()
+            if k.startswith("exploitability/") and isinstance(x, int | float)
+            and not isinstance(x, bool)
+        ]  # fmt: skip
+        out[v.name] = {
+            k.removeprefix("exploitability/"): _ci([m[k] for m in per_seed[v.name]]) for k in keys
+        }
+    return out
 
 
 def ratios(spec: dict, per_seed: dict, names: list[str], heldout: bool) -> dict:
@@ -539,6 +577,29 @@ def markdown(results: dict, metric_names: list[str]) -> str:
             f"\nRatio {pair} of {r['metric']}: {r['ratio']:.3g} (95% bootstrap CI over seeds "
             f"[{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]; {r['numerator']:.3g} / "
             f"{r['denominator']:.3g})"
+        )
+    expl = results.get("exploitability") or {}
+    if expl:
+        settings = _compare_section(results["spec"])["exploitability"]
+        objectives = [
+            o for o in ("risk_neutral", "mean_variance") if f"{o}/total" in expl[names[0]]
+        ]
+        agents = sorted({k.rsplit("/", 1)[1] for k in expl[names[0]] if "/gain/" in k})
+        ecols = [f"{o}/{c}" for o in objectives for c in ("total", *(f"gain/{a}" for a in agents))]
+        first = results["per_seed"][names[0]][0]
+        how = "; ".join(
+            f"{o}: {first.get(f'exploitability/{o}/method', '?')}, in "
+            f"{first.get(f'exploitability/{o}/units', '?')} units"
+            for o in objectives
+        )
+        lines += _table(
+            "Full-game exploitability of the final meta-strategies (psro.exploitability: per "
+            "player the gain of a best response outside the population over the meta-strategy; "
+            f"sampled: a fresh PPO response, {settings.get('budget', 4.0)}x the oracle's updates, "
+            "held-out episodes -- a lower bound of NashConv (risk_neutral) / the RAE gap "
+            f"(mean_variance); exact on matrix games. {how}), mean +/- 95% CI over seeds:",
+            ["variant", *ecols],
+            [(n, [_cell(expl[n].get(c, missing)) for c in ecols]) for n in names],
         )
     cross = results["crossplay"]
     for metric, what in [("return_mean", "expected return"), *((m, m) for m in metric_names)]:

@@ -41,6 +41,10 @@ Schema (``experiments/configs/*.yaml``; every key optional except the env)::
       keep_random: true        # false: the seeded member replaces the random initial one
       time_budget_s: null      # wall-clock budget (seconds), null: none
       gap_threshold: null      # stop when the gap falls below (see experiments.run)
+      exploitability: null     # or {objective: risk_neutral|mean_variance|both, budget: 4.0,
+                               # episodes: 256, every: 0, gamma_risk: null, warm_start: best}:
+                               # full-game exploitability (psro.exploitability) at the end
+                               # (summary.json final), and every n iterations with every: n
     run:
       out_dir: runs
       checkpoint_every: 1
@@ -59,6 +63,7 @@ Schema (``experiments/configs/*.yaml``; every key optional except the env)::
       strip_every: 1
       eval_episodes: null
       ratios: {}
+      exploitability: null     # as psro.exploitability (every must stay 0), per variant and seed
     variants: {}               # experiments.compare: name -> overrides of this schema, e.g.
                                # rae: {psro: {solver: rae, solver_kwargs: {gamma: 2.0}}}
 
@@ -110,6 +115,7 @@ from envs.settings import (
     check_choice,
     check_int,
     check_number,
+    from_mapping,
 )
 
 __all__ = [
@@ -227,6 +233,12 @@ class PSROSection:
     keep_random: bool = True
     time_budget_s: float | None = None
     gap_threshold: float | None = None
+    exploitability: dict[str, Any] | None = None
+
+    @property
+    def exploitability_settings(self):
+        """``psro.exploitability.ExploitabilitySettings`` of ``exploitability`` (None: off)."""
+        return exploitability_settings(self.exploitability)
 
     @property
     def initial_members(self) -> int:
@@ -256,6 +268,7 @@ class PSROSection:
             check_number("time_budget_s", self.time_budget_s, lo=0.0, lo_open=True)
         if self.gap_threshold is not None:
             check_number("gap_threshold", self.gap_threshold, lo=0.0)
+        self.exploitability_settings  # noqa: B018 -- validates (keyed exploitability.<field>)
         self.loop_config()  # the loop's own checks (solver, oracle, seeding settings)
 
     def loop_config(self):
@@ -308,6 +321,20 @@ class RunSection:
             )
 
 
+def exploitability_settings(mapping: Mapping[str, Any] | None):
+    """The validated ``ExploitabilitySettings`` of a config's ``exploitability`` mapping (None:
+    off); ``SettingError`` keyed ``exploitability.<field>``."""
+    if mapping is None:
+        return None
+    from psro.exploitability import ExploitabilitySettings
+
+    if not isinstance(mapping, Mapping):
+        raise SettingError(
+            "exploitability", mapping, "null or a mapping (objective, budget, episodes, every, ...)"
+        )
+    return from_mapping(ExploitabilitySettings, mapping, "exploitability")
+
+
 _METRIC_PREFIXES = ("event/", "return_", "per_step/")
 
 
@@ -323,6 +350,12 @@ class CompareSection:
     strip_every: int = 1
     eval_episodes: int | None = None
     ratios: dict[str, str] = dataclasses.field(default_factory=dict)
+    exploitability: dict[str, Any] | None = None
+
+    @property
+    def exploitability_settings(self):
+        """``psro.exploitability.ExploitabilitySettings`` of ``exploitability`` (None: off)."""
+        return exploitability_settings(self.exploitability)
 
     def check(self) -> None:
         check_int("seeds", self.seeds, lo=1)
@@ -331,6 +364,13 @@ class CompareSection:
         check_int("strip_every", self.strip_every, lo=1)
         if self.eval_episodes is not None:
             check_int("eval_episodes", self.eval_episodes, lo=1)
+        expl = self.exploitability_settings
+        if expl is not None and expl.every:
+            raise SettingError(
+                "exploitability.every",
+                expl.every,
+                "compare estimates the final meta-strategies only: leave it 0",
+            )
         for i, name in enumerate(self.per_step):
             if not name.startswith("event/"):
                 raise SettingError(
@@ -712,6 +752,8 @@ def build(cfg: ExperimentConfig, num_seeds: int | None = None):
 
 
 STOP_RULES = ("iterations", "time_budget_s", "gap_threshold")
+# psro settings that change no compiled program of the loop (left out of static_key)
+_NOT_COMPILED = (*STOP_RULES, "exploitability")
 
 
 def traced_keys(cfg: ExperimentConfig, game, psro) -> dict[str, tuple[str, str]]:
@@ -724,12 +766,12 @@ def traced_keys(cfg: ExperimentConfig, game, psro) -> dict[str, tuple[str, str]]
 
 def static_key(cfg: ExperimentConfig, game, psro) -> str:
     """What decides the compiled programs of a run, as a canonical JSON string: ``env``, ``game``
-    and ``psro`` without the stop rules and without the traced values. Two configs with the same
-    key run the same programs (``PSRO.view``); they may differ in seed, stop rules, ``run``,
-    ``compare`` and every traced value."""
+    and ``psro`` without the stop rules, ``psro.exploitability`` and the traced values. Two configs
+    with the same key run the same programs (``PSRO.view``); they may differ in seed, stop rules,
+    ``psro.exploitability``, ``run``, ``compare`` and every traced value."""
     data = to_dict(cfg)
     out = {"env": data["env"], "game": data["game"], "psro": dict(data["psro"])}
-    for k in STOP_RULES:
+    for k in _NOT_COMPILED:
         out["psro"].pop(k, None)
     for dotted in traced_keys(cfg, game, psro):
         *path, leaf = dotted.split(".")

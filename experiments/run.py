@@ -28,7 +28,10 @@ anything is written: a bad config fails with the dotted key and leaves no run fo
   kept;
 * ``metagame.npz`` / ``metagame.txt`` -- the empirical meta-game (mean, variance, count, events,
   meta-strategy) as arrays and as a readable table, refreshed with every checkpoint;
-* ``summary.json`` -- final metrics, stop reason, wall-clock, the machine (CPU, cores, jax
+* ``summary.json`` -- final metrics (with ``psro.exploitability`` set, also the final
+  meta-strategy's full-game exploitability estimate, ``exploitability/...``: see
+  ``psro.exploitability``; ``every: n`` adds it to every n-th line of ``metrics.jsonl`` too),
+  stop reason, wall-clock, the machine (CPU, cores, jax
   devices and version), and ``compiles``: this process's XLA compiles, persistent-cache loads,
   their seconds and the count per function (``marl.compiles.CompileCounter.summary``) with the
   cache directory used (``run.compile_cache``, see ``marl.compile_cache``);
@@ -114,7 +117,14 @@ __all__ = [
     "main",
 ]
 
-RESUMABLE_KEYS = ("psro.iterations", "psro.time_budget_s", "psro.gap_threshold", "run.")
+RESUMABLE_KEYS = (
+    "psro.iterations",
+    "psro.time_budget_s",
+    "psro.gap_threshold",
+    "psro.exploitability",  # a measurement of the state, not part of it
+    "psro.exploitability.",
+    "run.",
+)
 CHECKPOINTS, QUARANTINE = "checkpoints", "checkpoints-unusable"
 LOCK = "run.lock"
 
@@ -254,6 +264,23 @@ def _iteration_metrics(psro, state, info) -> dict:
     from psro import metrics
 
     return metrics.iteration_metrics(psro, state, info)
+
+
+def _exploitability(cfg: xcfg.ExperimentConfig, psro, state, say) -> dict:
+    """``psro.exploitability`` of the state's meta-strategy with the config's settings, keyed
+    apart from the run's own key stream (the run is unchanged by it). A best response whose
+    training hit a NaN loss, or a setting the run cannot supply (``gamma_risk``), is reported
+    (``exploitability/error``), not raised: the run's results are written all the same."""
+    from envs.settings import SettingError
+    from psro.exploitability import exploitability
+
+    settings = cfg.psro.exploitability_settings
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 0x5E7 + int(state.iteration))
+    try:
+        return exploitability(key, psro, state, **settings.kwargs())
+    except (FloatingPointError, SettingError) as err:  # NaNLossError; no gamma_risk
+        say(f"exploitability at iteration {int(state.iteration)}: {err}")
+        return {"exploitability/error": str(err)}
 
 
 def gap_value(metrics: Mapping) -> float | None:
@@ -736,6 +763,10 @@ def _run_counted(
                 it = int(state.iteration)
                 bar.set_description_str(f"{cfg.name} it {it}: metrics")
                 metrics = _iteration_metrics(psro, state, info)
+                expl = cfg.psro.exploitability_settings
+                if expl is not None and expl.every and it % expl.every == 0:
+                    bar.set_description_str(f"{cfg.name} it {it}: exploitability")
+                    metrics.update(_exploitability(cfg, psro, state, say))
                 metrics["elapsed_s"] = elapsed()
                 lines.append(_metrics_line(metrics))
                 _append_line(run_dir / "metrics.jsonl", lines[-1])
@@ -761,6 +792,10 @@ def _run_counted(
             ckpt.save(it, state, record(elapsed()))
             export_metagame(run_dir, psro, state)
         history.append({"event": "stop", "iteration": it, "reason": reason})
+        if cfg.psro.exploitability is not None and not any(
+            k.startswith("exploitability/") for k in metrics
+        ):  # the final meta-strategy's, unless this iteration's metrics have it already
+            metrics = {**metrics, **_exploitability(cfg, psro, state, say)}
         summary = {
             "name": cfg.name,
             "seed": cfg.seed,
