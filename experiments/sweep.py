@@ -17,7 +17,8 @@ A sweep spec::
     zip: [[solver.eps, oracle.opponent_eps]]        # optional: axes that move together
     backend: local                                  # local | ray
     metric: {name: return_mean, mode: max}         # what summaries sort by
-    report: [solver_gap]                            # optional: more columns
+    report: [solver_gap, hunts]                     # optional: more columns
+    indicators: {hunts: "event/caught_stag > event/foraged"}   # per lane 1/0; mean = share of seeds
     chunk: null                                     # lanes per program call (default: automatic)
 
 Keys follow ``experiments.config`` (``solver.X`` / ``oracle.X`` are shorthands for
@@ -109,6 +110,7 @@ _SPEC_KEYS = (
     "ray",
     "chunk",
     "out_dir",
+    "indicators",
 )
 VARIANT_AXIS = "variant"
 PROGRESS = "progress.json"
@@ -135,6 +137,7 @@ class SweepSpec:
     ray: dict = dataclasses.field(default_factory=dict)
     chunk: int | None = None
     out_dir: str = "runs"
+    indicators: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -272,6 +275,14 @@ def spec_from_dict(data: Mapping, overrides: Sequence[str] = (), where: Path | N
     report = raw.get("report") or []
     if not isinstance(report, list | tuple) or not all(isinstance(r, str) for r in report):
         raise SweepError("report", report, "a list of metric names")
+    indicators = raw.get("indicators") or {}
+    if not isinstance(indicators, Mapping):
+        raise SweepError("indicators", indicators, "a mapping name -> 'metric > metric-or-number'")
+    for key, text in indicators.items():
+        try:
+            _parse_indicator(text)
+        except ValueError as err:
+            raise SweepError(f"indicators.{key}", text, str(err)) from None
     ray = raw.get("ray") or {}
     if not isinstance(ray, Mapping):
         raise SweepError("ray", ray, "a mapping (address, resources_per_trial, storage_path)")
@@ -303,6 +314,7 @@ def spec_from_dict(data: Mapping, overrides: Sequence[str] = (), where: Path | N
         ray=dict(ray),
         chunk=chunk,
         out_dir=out_dir,
+        indicators={str(k): str(v) for k, v in indicators.items()},
     )
     if seed_list is None:
         base_seed = _base_config(spec).seed
@@ -785,6 +797,18 @@ def _ci(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
 
 
+def _share_ci(values: Sequence[float | None]) -> tuple[float, float]:
+    """A share of 0/1 values and the larger side of its 95% Wilson score interval (a t interval
+    would claim certainty from three seeds that agree)."""
+    x = np.asarray([v for v in values if v is not None], np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    n, p, z = x.size, float(x.mean()), 1.959963984540054
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, float(max(p - (centre - half), centre + half - p))
+
+
 def report_metrics(spec: SweepSpec, base: xcfg.ExperimentConfig | None = None) -> list[str]:
     names = [spec.metric["name"], *spec.report]
     if base is not None and base.compare.eval_episodes:
@@ -806,10 +830,42 @@ def final_rows(rows: Sequence[Mapping]) -> dict[str, dict]:
     return out
 
 
+_OPS = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}
+
+
+def _parse_indicator(text: Any) -> tuple[str, str, str]:
+    """``"event/foraged > event/caught_stag"`` -> ``(lhs, op, rhs)``; ``ValueError`` otherwise."""
+    parts = str(text).split()
+    if len(parts) != 3 or parts[1] not in _OPS:
+        raise ValueError("an indicator is 'A OP B' with OP one of > < >= <= (spaces around it)")
+    return parts[0], parts[1], parts[2]
+
+
+def _operand(row: Mapping, name: str) -> float | None:
+    try:
+        return float(name)
+    except ValueError:
+        return metric_value(row, name)
+
+
+def lane_value(spec: SweepSpec, row: Mapping, name: str) -> float | None:
+    """A lane's value of a reported name: an ``indicators`` entry (1.0 when its comparison holds
+    on the lane's final row, else 0.0 -- its mean over seeds is the share of seeds) or a metric
+    (``metric_value``)."""
+    if name in spec.indicators:
+        lhs, op, rhs = _parse_indicator(spec.indicators[name])
+        a, b = _operand(row, lhs), _operand(row, rhs)
+        if a is None or b is None:
+            return None
+        return float(bool(_OPS[op](a, b)))
+    return metric_value(row, name)
+
+
 def summarize(spec: SweepSpec, rows: Sequence[Mapping], names: Sequence[str]) -> list[dict]:
     """Per cell: the axis values, the seeds, and mean / CI half-width of each metric over the
     seeds' final rows; sorted by ``spec.metric``."""
     finals = final_rows(rows)
+    names = list(names) + [spec.metric["name"]] * (spec.metric["name"] not in names)
     cells: dict[int, list[dict]] = {}
     for r in finals.values():
         cells.setdefault(int(r["cell"]), []).append(r)
@@ -818,7 +874,8 @@ def summarize(spec: SweepSpec, rows: Sequence[Mapping], names: Sequence[str]) ->
         entry: dict[str, Any] = {"cell": cell, **{k: rs[0]["axes"][k] for k in spec.axes}}
         entry["seeds"] = len(rs)
         for n in names:
-            mean, half = _ci([metric_value(r, n) for r in rs])
+            values = [lane_value(spec, r, n) for r in rs]
+            mean, half = _share_ci(values) if n in spec.indicators else _ci(values)
             entry[f"{n}:mean"], entry[f"{n}:ci95"] = mean, half
         table.append(entry)
     key = f"{spec.metric['name']}:mean"
@@ -917,7 +974,10 @@ def figure(
                 h = np.array([e[f"{n}:ci95"] for e in es], float)
                 text = ", ".join(f"{o}={v}" for o, v in zip(others, label, strict=True)) or None
                 ax.plot(xs, m, marker="o", label=text)
-                ax.fill_between(xs, m - h, m + h, alpha=0.2)
+                lo, hi = m - h, m + h
+                if n in spec.indicators:  # a share: its interval stays in [0, 1]
+                    lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+                ax.fill_between(xs, lo, hi, alpha=0.2)
             if not _numeric(spec.axes[axis]):
                 ax.set_xticks(range(len(spec.axes[axis])), [str(v) for v in spec.axes[axis]])
             ax.set_xlabel(axis)

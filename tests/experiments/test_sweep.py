@@ -345,3 +345,33 @@ def test_chunks_sized_from_the_compiled_programs_memory(tmp_path, monkeypatch):
     assert json.loads((out / "progress.json").read_text())["chunks"] == [1]
     assert any("lanes per chunk" in m for m in said)
     assert len(read_jsonl(out / "results.jsonl")) == 4 * 2  # 4 lanes x iterations 0..1
+
+
+def test_indicators_give_the_share_of_seeds():
+    spec = xsweep.spec_from_dict(
+        {
+            "name": "i",
+            "base": BASE,
+            "seeds": 1,
+            "axes": {"solver.gamma": [1.0]},
+            "indicators": {"hunts": "event/stag > event/hare", "big": "return_mean >= 2"},
+        }  # fmt: skip
+    )
+    rows = [
+        {
+            "lane": f"c000-s{s}",
+            "cell": 0,
+            "seed": s,
+            "axes": {"solver.gamma": 1.0},
+            "iteration": 1,
+            "event/stag/player_0": st,
+            "event/hare/player_0": 1.0,
+            "return_mean/player_0": 3.0,
+        }  # fmt: skip
+        for s, st in enumerate([2.0, 0.5, 3.0, 0.0])
+    ]
+    (entry,) = xsweep.summarize(spec, rows, ["hunts", "big"])
+    assert entry["hunts:mean"] == 0.5 and entry["big:mean"] == 1.0
+    assert 0.3 < entry["big:ci95"] < 0.6  # Wilson: 4 of 4 is not certainty
+    with pytest.raises(xsweep.SweepError, match="indicators.bad"):
+        xsweep.spec_from_dict({"name": "i", "base": BASE, "indicators": {"bad": "a >> b"}})
