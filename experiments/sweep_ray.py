@@ -67,7 +67,7 @@ class ChunkFailed(RuntimeError):
 
 # ------------------------------------------------------------------------------------- checks
 def _err(key: str, value: Any, allowed: str):
-    from experiments.sweep import SweepError
+    from experiments.lanes import SweepError
 
     return SweepError(key, value, allowed)
 
@@ -136,7 +136,7 @@ def _trial(config: dict, *, spec: dict, sweep_dir: str, cwd: str, chunks: list, 
 
     import jax
 
-    from experiments import sweep as xsweep
+    from experiments import lanes as xsweep
     from marl.compile_cache import enable_compile_cache
     from marl.files import atomic_write_json
 
