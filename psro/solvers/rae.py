@@ -69,6 +69,15 @@ from psro.solvers.rae_certificate import (
     rae_gap,
     rae_gap_per_player,
 )
+from psro.solvers.rae_select import (
+    SELECT,
+    SOURCE_FALLBACK,
+    SOURCE_PURE,
+    SOURCE_RESTART,
+    _choose,
+    _pure_rae,
+    _welfare,
+)
 from psro.solvers.rae_utility import (
     _float_dtype,
     _Game,
@@ -86,6 +95,7 @@ from psro.solvers.validation import check_finite, validate_inputs
 __all__ = [
     "METHODS",
     "RAESettings",
+    "SELECT",
     "best_response",
     "check_finite",
     "rae",
@@ -96,7 +106,17 @@ __all__ = [
 
 METHODS = ("extragradient", "sfp")
 
-_FLOATS = ("step_size", "shrink", "tau", "anneal", "tau0", "tau_min", "tol", "fallback_gap")
+_FLOATS = (
+    "step_size",
+    "shrink",
+    "tau",
+    "anneal",
+    "tau0",
+    "tau_min",
+    "tol",
+    "fallback_gap",
+    "select_margin",
+)
 _INTS = (
     "iterations",
     "restarts",
@@ -110,6 +130,7 @@ _INTS = (
     "lh_labels",
     "lh_pivots",
     "homotopy_stages",
+    "pure_candidates",
 )
 
 
@@ -126,7 +147,7 @@ class RAESettings(SolverSettings):
             algorithm family; slow, biased by ``tau``, kept as the reference).
         iterations: fixed number of outer steps.
         restarts: number of vmapped runs from different starts (init or uniform, uniform, then
-            flat-Dirichlet draws); the profile of lowest certified gap is returned.
+            flat-Dirichlet draws); which certified profile is returned is ``select``'s choice.
         step_size: initial extragradient step (it only shrinks, adaptively).
         shrink: the adaptive step's factor ``mu`` in ``(0, 1)``.
         tau, inner_iterations: entropy smoothing and mirror-ascent steps for ``sfp``.
@@ -156,7 +177,20 @@ class RAESettings(SolverSettings):
         fallback_gap: the fallback runs only when the best certified extragradient gap (in
             normalised units) is above this; the extragradient answer is kept unless the
             fallback's certified gap is strictly lower. The fallback is a Newton method: it is off
-            when ``newton_steps == 0`` (and for ``method="sfp"``).
+            when ``newton_steps == 0`` (and for ``method="sfp"``). It is also the certification
+            tolerance of the selection rule: a candidate is *certified* when its gap (normalised
+            units) is ``<= fallback_gap``.
+        select: which certified candidate is returned (static): ``"welfare"`` (default) the one
+            of highest risk-adjusted welfare ``sum_i U_i`` -- unless the ``"first"`` choice is
+            within ``select_margin`` of it; ``"first"`` the solver's historical choice (lowest
+            certified gap over the restarts, the fallback's answer if strictly lower). With no
+            certified candidate both return the ``"first"`` choice. See ``docs/rae.md``.
+        select_margin: welfare differences up to this (normalised units; times the mean payoff
+            range with ``normalize=False``) do not displace the ``"first"`` choice.
+        pure_candidates: ``select="welfare"`` only: the pure-profile RAEs of the game are
+            enumerated and the ``pure_candidates`` of highest welfare are certified as extra
+            candidates (``0``: none), so a dominating pure equilibrium that no restart reached can
+            still be selected.
     """
 
     traceable: ClassVar[tuple[str, ...]] = ("gamma", "eps")
@@ -186,12 +220,16 @@ class RAESettings(SolverSettings):
     lh_pivots: int = 0
     homotopy_stages: int = 8
     fallback_gap: float = 1e-6
+    select: str = "welfare"
+    select_margin: float = 1e-3
+    pure_candidates: int = 2
 
     def __post_init__(self):
         check_risk(self.gamma, self.eps)
         check_bool("outcome_variance", self.outcome_variance)
         check_bool("normalize", self.normalize)
         check_choice("method", self.method, METHODS)
+        check_choice("select", self.select, SELECT)
         for name in ("iterations", "restarts", "certify", "homotopy_stages"):
             check_int(name, getattr(self, name), lo=1)
         for name in _INTS:
@@ -204,6 +242,7 @@ class RAESettings(SolverSettings):
         check_number("tau_min", self.tau_min, lo=0.0, lo_open=True)
         check_number("tol", self.tol, lo=0.0)
         check_number("fallback_gap", self.fallback_gap)
+        check_number("select_margin", self.select_margin, lo=0.0)
         coerce(self, _FLOATS, _INTS)
 
 
@@ -235,7 +274,13 @@ def rae(
         ``(restarts,)``, ``nash_start_gap`` and ``nash_start_residual`` (the fallback's certified
         gap and natural residual; ``inf`` when it did not run or found no start), ``player_gaps``
         ``(n,)``, ``gap_upper`` (Frank-Wolfe upper bound of the gap), ``gap_game_units``,
-        ``iterations``, ``step`` (final extragradient step).
+        ``iterations``, ``step`` (final extragradient step), and ``selection`` (a dict of arrays
+        over the ``N`` candidates -- ``restarts * certify`` from the restarts, then the fallback's
+        answer when the fallback is configured, then ``pure_candidates`` pure RAEs under
+        ``"welfare"``): ``gap`` ``(N,)`` (``inf`` for an absent candidate), ``certified``
+        ``(N,)`` bool, ``welfare`` ``(N,)`` (``-inf`` if absent), ``source`` ``(N,)``
+        (0 restart, 1 fallback, 2 pure profile), ``chosen`` (index returned), ``first`` (the
+        ``"first"`` rule's index) and ``rule`` (index into :data:`SELECT`).
 
     The default method is extragradient with an adaptive step (no Lipschitz constant to guess, and
     it runs at the largest stable step for each game) from several vmapped starts, stopping early
@@ -248,7 +293,8 @@ def rae(
     general-sum games (gamma=1, eps=0.1, 8 restarts) are solved to a gap < 1e-4, against 92% with
     the dense polish from three points. Per restart, the candidates (raw and polished) are ranked
     by their natural residual and the best ``certify`` get the RAE gap certificate (a FISTA QP
-    per player that stops once its Frank-Wolfe bound closes); the lowest certified gap wins.
+    per player that stops once its Frank-Wolfe bound closes); the lowest certified gap is the
+    ``"first"`` choice.
     Fallback for what the dynamics leave unsolved (``method="extragradient"``, when the best gap
     is above ``fallback_gap``): risk-averse equilibria are, for moderate ``gamma``, continuations
     of Nash equilibria of the risk-neutral game (``gamma = 0``), and those are cheap to find
@@ -260,6 +306,11 @@ def rae(
     (see BENCHMARKS.md). It is skipped
     (``lax.cond``) when the dynamics solved the game, so those answers -- and which equilibrium is
     selected, e.g. the risk-dominant one in the stag hunt -- are unchanged.
+    Selection (``select``, :mod:`~psro.solvers.rae_select`): a game can have several RAEs, one
+    Pareto-dominating another; the default ``"welfare"`` returns the certified candidate of
+    highest risk-adjusted welfare ``sum_i U_i`` (the ``"first"`` choice unless another is better
+    by more than ``select_margin``), with the game's best pure RAEs enumerated as extra
+    candidates; ``"first"`` returns, bit for bit, what the solver returned before selection.
     A Tikhonov homotopy (``anneal > 0``: a ``tau/2 |x - uniform|^2`` regulariser annealed
     geometrically from ``tau0`` to ``tau_min`` over that share of the steps) is available but off
     by default: it did not raise the solved share in those measurements.
@@ -395,6 +446,12 @@ def _rae_jit(payoffs, variances, mask, init, key, traced, *, static):
     per_restart = totals.reshape(s.restarts, -1).min(axis=1)
     gap, pg_best, up_best = totals[best], pg[best], up[best]
 
+    # The candidates the selection rule chooses from (fixed size): the restarts' certified
+    # candidates, then the fallback's answer (when configured), then pure RAEs ("welfare").
+    n_c = totals.shape[0]
+    pool = [(cands, pg, up, totals, jnp.ones((n_c,), bool), SOURCE_RESTART)]
+    first = best
+
     n = len(game.masks)
     lh = s.lh_labels if n == 2 else 0
     nash_gap = jnp.asarray(jnp.inf, dt)
@@ -429,10 +486,44 @@ def _rae_jit(payoffs, variances, mask, init, key, traced, *, static):
         nash_gap = jnp.sum(pg_n * game.out_scale)
         nash_gap = jnp.where(run_fallback & jnp.isfinite(nash_gap), nash_gap, jnp.inf)
         use = nash_gap < gap
-        strategies = tuple(jnp.where(use, a, b) for a, b in zip(xs_n, strategies, strict=True))
-        pg_best = jnp.where(use, pg_n, pg_best)
-        up_best = jnp.where(use, up_n, up_best)
-        gap = jnp.where(use, nash_gap, gap)
+        first = jnp.where(use, n_c, best)
+        pool.append(
+            (
+                tuple(x[None] for x in xs_n),
+                pg_n[None],
+                up_n[None],
+                nash_gap[None],
+                jnp.isfinite(nash_gap)[None],
+                SOURCE_FALLBACK,
+            )
+        )
+
+    if s.select == "welfare" and s.pure_candidates > 0:
+        xs_p, found_p, _ = _pure_rae(game, s.pure_candidates)
+
+        def certify_pure(args):
+            xs, found = args
+            zero = jnp.zeros((n,), dt)
+            return jax.lax.cond(found, lambda v: certify(v)[:2], lambda v: (zero, zero), xs)
+
+        pg_p, up_p = jax.lax.map(certify_pure, (xs_p, found_p))
+        tot_p = jnp.where(found_p, jnp.sum(pg_p * game.out_scale, axis=1), jnp.inf)
+        pool.append((xs_p, pg_p, up_p, tot_p, found_p, SOURCE_PURE))
+
+    # Bitwise the historical choice under "first": the same values, gathered by index.
+    cand_all = tuple(jnp.concatenate(c) for c in zip(*(p[0] for p in pool), strict=True))
+    pg_all = jnp.concatenate([p[1] for p in pool])
+    up_all = jnp.concatenate([p[2] for p in pool])
+    tot_all = jnp.concatenate([p[3] for p in pool])
+    found_all = jnp.concatenate([p[4] for p in pool])
+    source = jnp.concatenate([jnp.full(p[3].shape, p[5], jnp.int32) for p in pool])
+    certified = found_all & jnp.isfinite(tot_all) & (jnp.sum(pg_all, axis=1) <= s.fallback_gap)
+    welfare = jax.vmap(lambda *xs: _welfare(game, xs))(*cand_all)
+    welfare = jnp.where(found_all & jnp.isfinite(welfare), welfare, -jnp.inf)
+    margin = s.select_margin * jnp.mean(game.out_scale)
+    chosen = _choose(s.select, certified, welfare, first, margin)
+    strategies = tuple(c[chosen] for c in cand_all)
+    gap, pg_best, up_best = tot_all[chosen], pg_all[chosen], up_all[chosen]
 
     info = {
         "restart_gaps": per_restart,
@@ -443,5 +534,14 @@ def _rae_jit(payoffs, variances, mask, init, key, traced, *, static):
         "gap_game_units": jnp.sum(pg_best * game.ranges),
         "iterations": steps_run,
         "step": jnp.min(etas),
+        "selection": {
+            "rule": jnp.asarray(SELECT.index(s.select), jnp.int32),
+            "chosen": jnp.asarray(chosen, jnp.int32),
+            "first": jnp.asarray(first, jnp.int32),
+            "gap": tot_all,
+            "certified": certified,
+            "welfare": welfare,
+            "source": source,
+        },
     }
     return SolverResult(strategies=strategies, gap=gap, info=info)

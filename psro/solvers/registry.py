@@ -221,7 +221,7 @@ def make_settings(name: str, mapping: Mapping[str, Any] | None = None, prefix: s
         >>> make_settings("rae", {"gama": 1.0}, prefix="psro.solver_kwargs")
         Traceback (most recent call last):
         ...
-        psro.solvers.settings.UnknownHyperparameterError: psro.solver_kwargs.gama: not a hyperparameter of solver 'rae'; allowed: anneal, certify, eps, fallback_gap, gamma, gap_iterations, homotopy_stages, inner_iterations, iterations, lh_labels, lh_pivots, method, nash_starts, newton_steps, newton_support, normalize, outcome_variance, restarts, shrink, snapshots, step_size, tau, tau0, tau_min, tol (and mask, init, key)
+        psro.solvers.settings.UnknownHyperparameterError: psro.solver_kwargs.gama: not a hyperparameter of solver 'rae'; allowed: anneal, certify, eps, fallback_gap, gamma, gap_iterations, homotopy_stages, inner_iterations, iterations, lh_labels, lh_pivots, method, nash_starts, newton_steps, newton_support, normalize, outcome_variance, pure_candidates, restarts, select, select_margin, shrink, snapshots, step_size, tau, tau0, tau_min, tol (and mask, init, key)
     """
     cls = settings_class(name)
     data = dict(mapping or {})
