@@ -171,22 +171,42 @@ def test_bad_spec_fails_before_any_work_naming_the_key(tmp_path, change, key):
 _FOUR_DEVICES = r"""
 import json, sys
 import jax
-import numpy as np
+from experiments import lanes
 from experiments import sweep as xsweep
 from tests.experiments.test_sweep import _ppo_single_run, _single_run
-spec = xsweep.spec_from_dict(json.loads(sys.argv[1]))
-out = xsweep.run_sweep(spec, out_dir=sys.argv[2], progress=False, log=lambda m: None)
-plan = xsweep.plan_sweep(spec)
-psro = xsweep._group_psro(plan.groups[0])
-state = psro.init(jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtype="uint32")))
-state, info = psro.step_with_info(state)
-shards = sorted({len(x.sharding.device_set) for x in jax.tree.leaves((state, info["oracle"]))})
-single = _single_run()
-ppo = _ppo_single_run()
-print(json.dumps({"devices": jax.device_count(), "shards": shards, "chunk": psro.num_seeds,
-                  "episode_sharded": single[0], "mean": single[1],
-                  "ppo_annotations": ppo[0], "ppo_mean": ppo[1]}))
+if sys.argv[1] == "lanes":
+    spec = xsweep.spec_from_dict(json.loads(sys.argv[2]))
+    out = xsweep.run_sweep(spec, out_dir=sys.argv[3], progress=False, log=lambda m: None)
+    psro = lanes._group_psro(xsweep.plan_sweep(spec).groups[0])
+    state = psro.init(jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtype="uint32")))
+    state, info = psro.step_with_info(state)
+    leaves = jax.tree.leaves((state, info["oracle"]))
+    print(json.dumps({"devices": jax.device_count(), "chunk": psro.num_seeds,
+                      "shards": sorted({len(x.sharding.device_set) for x in leaves})}))
+else:
+    single, ppo = _single_run(), _ppo_single_run()
+    print(json.dumps({"devices": jax.device_count(), "episode_sharded": single[0],
+                      "mean": single[1], "ppo_annotations": ppo[0], "ppo_mean": ppo[1]}))
 """
+
+
+def _four_devices(*args: str) -> dict:
+    """Run ``_FOUR_DEVICES`` with ``args`` in a subprocess that sees 4 CPU devices."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", _FOUR_DEVICES, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _single_run():
@@ -226,38 +246,28 @@ def _ppo_single_run():
 
 def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     """XLA_FLAGS=--xla_force_host_platform_device_count=4 (a subprocess): the lanes are sharded
-    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones;
-    a single run there spreads its evaluation episodes and PPO's env lanes over the devices,
-    same meta-game."""
+    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones."""
     spec = _spec(tmp_path)
     one = xsweep.run_sweep(spec, out_dir=tmp_path / "one", progress=False, log=lambda m: None)
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", _FOUR_DEVICES, json.dumps(spec.to_dict()), str(tmp_path / "four")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    mean = got.pop("mean")
-    ppo_annotations, ppo_mean = got.pop("ppo_annotations"), got.pop("ppo_mean")
-    assert got == {"devices": 4, "shards": [4], "chunk": 4, "episode_sharded": True}
-    one_annotations, one_ppo_mean = _ppo_single_run()
-    assert ppo_annotations > one_annotations + 10  # PPO's env lanes pinned to the 4 devices
-    np.testing.assert_allclose(ppo_mean, one_ppo_mean, rtol=1e-4, atol=1e-4)
-    sharded, mean_one = _single_run()
-    assert not sharded
-    np.testing.assert_allclose(mean, mean_one, rtol=1e-5, atol=1e-5)  # same episodes, split
+    got = _four_devices("lanes", json.dumps(spec.to_dict()), str(tmp_path / "four"))
+    assert got == {"devices": 4, "shards": [4], "chunk": 4}
     a = [_deterministic(r) for r in read_jsonl(one / "results.jsonl")]
     b = [_deterministic(r) for r in read_jsonl(tmp_path / "four" / "results.jsonl")]
     assert a == b
+
+
+@pytest.mark.slow
+def test_four_host_devices_spread_a_single_runs_batches():
+    """On 4 devices a single run spreads its evaluation episodes and PPO's env lanes over them,
+    with the meta-game of the 1-device run."""
+    got = _four_devices("single")
+    assert got["devices"] == 4 and got["episode_sharded"]
+    sharded, mean_one = _single_run()
+    assert not sharded
+    np.testing.assert_allclose(got["mean"], mean_one, rtol=1e-5, atol=1e-5)  # episodes split
+    one_annotations, one_ppo_mean = _ppo_single_run()
+    assert got["ppo_annotations"] > one_annotations + 10  # env lanes pinned to the 4 devices
+    np.testing.assert_allclose(got["ppo_mean"], one_ppo_mean, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -48,6 +48,7 @@ def test_main_job_runs_on_the_accelerator(tmp_path):
 def test_small_sweep_lanes_sharded_over_the_accelerators(tmp_path):
     """2 seeds x 2 gammas of the matrix stag hunt: one program, lanes spread over every device,
     each lane's metrics those of the single run on the same device (within float tolerance)."""
+    from experiments import lanes
     from experiments import run as xrun
     from experiments import sweep as xsweep
     from marl.files import read_jsonl
@@ -66,7 +67,7 @@ def test_small_sweep_lanes_sharded_over_the_accelerators(tmp_path):
     )
     out = xsweep.run_sweep(spec, out_dir=tmp_path / "sweep", progress=False)
     plan = xsweep.plan_sweep(spec)
-    psro = xsweep._group_psro(plan.groups[0])
+    psro = lanes._group_psro(plan.groups[0])
     keys = jax.vmap(jax.random.key)(jax.numpy.arange(psro.num_seeds, dtype="uint32"))
     state = psro.init(keys)
     assert {len(x.sharding.device_set) for x in jax.tree.leaves(state)} == {jax.device_count()}

@@ -112,7 +112,7 @@ def test_rae_path_runs_lapack_one_matrix_at_a_time():
         oracle_kwargs=hyper,
     )
     psro = PSRO(_game(matrix.random_general_sum(0, (12, 12))), cfg, num_seeds=2)
-    state = jax.eval_shape(psro._jit_init, jax.random.split(jax.random.key(0), 2))
+    state = jax.eval_shape(lambda k: psro.init(k), jax.random.key(0))
     _assert_unbatched(jax.make_jaxpr(psro._jit_solve)(state), "PSRO solve phase (2 seeds)")
     _assert_unbatched(jax.make_jaxpr(psro._jit_oracle)(state), "PSRO oracle phase (2 seeds)")
 
