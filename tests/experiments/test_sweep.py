@@ -246,8 +246,26 @@ def _ppo_single_run():
 
 def test_four_host_devices_give_the_one_device_results_sharded(tmp_path):
     """XLA_FLAGS=--xla_force_host_platform_device_count=4 (a subprocess): the lanes are sharded
-    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones."""
-    spec = _spec(tmp_path)
+    over 4 devices (every output of every phase), and the results are bitwise the 1-device ones.
+    (On a random 5x5 game with the PRD solver and PRD's traced step size as the axis: cheap
+    programs; the stag hunt's RAE lanes are checked bitwise against single runs above.)"""
+    spec = xsweep.spec_from_dict(
+        {
+            "name": "four",
+            "base": str(REPO / "experiments/configs/double_oracle_zero_sum.yaml"),
+            "overrides": [
+                "psro.iterations=3",
+                "psro.solver=prd",
+                "env.overrides.size=5",
+                "psro.gap_threshold=null",
+                *QUIET,
+            ],  # fmt: skip
+            "seeds": 2,
+            "axes": {"solver.dt": [0.1, 0.5]},
+            "chunk": 2,
+            "out_dir": str(tmp_path),
+        }
+    )
     one = xsweep.run_sweep(spec, out_dir=tmp_path / "one", progress=False, log=lambda m: None)
     got = _four_devices("lanes", json.dumps(spec.to_dict()), str(tmp_path / "four"))
     assert got == {"devices": 4, "shards": [4], "chunk": 4}

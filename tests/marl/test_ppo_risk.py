@@ -314,6 +314,7 @@ def test_bandit_cvar_with_traced_alpha_and_weight_vmapped_over_seeds():
     np.testing.assert_allclose(scale, np.broadcast_to((1 - gs)[:, None, None], scale.shape))
 
 
+@pytest.mark.slow
 def test_bandit_semivariance_traced_weight():
     env, env_params, nature, probs = bandit()
     trainer = _trainer(env, "player_0", "semivariance", total_updates=25)
@@ -338,8 +339,8 @@ def test_bandit_semivariance_traced_weight():
 @pytest.mark.parametrize(
     "name,g,alpha,goes_on",
     [
-        ("mean_variance", 2.0, 0.1, False),  # the crash trap: the early crash has no variance
-        ("semivariance", 1.0, 0.1, True),
+        pytest.param("mean_variance", 2.0, 0.1, False, marks=pytest.mark.slow),  # the trap
+        pytest.param("semivariance", 1.0, 0.1, True, marks=pytest.mark.slow),
         ("cvar", 0.5, 0.25, True),
     ],
 )

@@ -134,6 +134,7 @@ def test_bad_select_is_rejected_by_name():
     assert ("select", "first") in static
 
 
+@pytest.mark.slow
 def test_under_jit_and_vmap_over_games(x64):
     # Lane 0: the game; lane 1: the same with the strategies relabelled [go, random, yield] and the
     # payoffs in other units (affine), lane 2: a game with a single RAE (the stag hunt's Hare
