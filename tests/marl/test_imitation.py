@@ -44,6 +44,7 @@ def test_yielder_steers_back_to_its_own_lane(two_way):
     assert int(yielder(params, obs, None)) == envs.two_way.SLOWER
 
 
+@pytest.mark.slow  # the loop's imitation test covers the path in the default suite
 def test_clone_of_the_yielder_drives_like_it(two_way):
     env, params = two_way
     cfg = imitation.ImitationConfig(hidden=16, num_envs=32, num_steps=50, epochs=25)

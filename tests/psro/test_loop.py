@@ -228,6 +228,7 @@ def test_unknown_oracle_and_solver_settings_fail_before_any_work():
         PSROConfig(oracle="ppo", oracle_kwargs={"hidden": 16})  # the game owns the width
 
 
+@pytest.mark.slow  # the sweep's lane-equals-single-run test covers it bitwise in the default suite
 def test_batched_seeds_match_single_runs():
     """num_seeds=S runs S seeds as one program; each equals the single run with its key."""
     hyper = {"gamma": 1.0, "eps": 0.1}
