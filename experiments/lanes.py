@@ -301,7 +301,8 @@ def _base_config(spec: SweepSpec) -> xcfg.ExperimentConfig:
         return _load(spec.base, spec.overrides)
     except xcfg.ConfigError as err:
         where = spec.base if isinstance(spec.base, str) else "inline config"
-        raise SweepError(f"base ({where}): {err}", allowed="") from None
+        detail = str(err).removeprefix("config error at ")
+        raise SweepError("base", where, f"the base config does not validate: {detail}") from None
 
 
 # ------------------------------------------------------------------------------------- the plan
