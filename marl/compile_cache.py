@@ -33,13 +33,13 @@ processes sharing the directory never read half an entry.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import jax
+
+from marl.files import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_DIR",
@@ -123,15 +123,7 @@ def atomic_cache_writes() -> bool:
         if os.path.exists(final):
             return None
         # plain write_bytes could let another process read half an entry (JAX warns, recompiles)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=base)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(value)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(final, value)
         return None
 
     atomic_put._atomic = True
