@@ -1,6 +1,7 @@
 """Compare meta-solvers on one game: PSRO with each, over several seeds, then cross-play.
 
-    python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N] [--out runs]
+    python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N]
+        [--variants rae,nash] [--out runs]
     python -m experiments.compare RUN_FOLDER --render    # re-make a finished run's table/figure
 
 ``SPEC`` is an ``experiments.config`` config (one schema for ``run`` and ``compare``): the base
@@ -122,7 +123,8 @@ def load_spec(
     ``variants`` are named overrides of the same schema and whose ``compare`` section holds this
     command's settings. Every variant is validated too. Returns the resolved config as a dict;
     errors are ``ConfigError`` naming the dotted key. ``shorthands``: ``seeds`` and
-    ``iterations`` (``compare.seeds``, ``psro.iterations``) when not None."""
+    ``iterations`` (``compare.seeds``, ``psro.iterations``) when not None; ``variants``: a list
+    of variant names to keep (in the spec's order; an unknown name is a ``ConfigError``)."""
     dots = list(overrides)
     if shorthands.get("seeds") is not None:
         dots.append(f"compare.seeds={shorthands['seeds']}")
@@ -131,6 +133,16 @@ def load_spec(
     cfg = xcfg.load_config(path, dots)
     if not cfg.variants:
         raise xcfg.ConfigError("variants", {}, "a non-empty mapping name -> overrides")
+    keep = shorthands.get("variants")
+    if keep is not None:
+        unknown = [n for n in keep if n not in cfg.variants]
+        if unknown or not keep:
+            raise xcfg.ConfigError(
+                "variants", list(keep), f"a non-empty subset of the spec's {list(cfg.variants)}"
+            )
+        cfg = dataclasses.replace(
+            cfg, variants={n: v for n, v in cfg.variants.items() if n in keep}
+        )
     for name in cfg.variants:
         xcfg.variant_config(cfg, name)
     return xcfg.to_dict(cfg)
@@ -612,6 +624,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the spec")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated variant names to run (default: all)"
+    )
     parser.add_argument("--out", default="runs")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -622,7 +637,10 @@ def main(argv: list[str] | None = None) -> Path:
     if args.render:
         print(render(args.spec))
         return Path(args.spec)
-    spec = load_spec(args.spec, args.overrides, seeds=args.seeds, iterations=args.iterations)
+    keep = None if args.variants is None else [n for n in args.variants.split(",") if n]
+    spec = load_spec(
+        args.spec, args.overrides, seeds=args.seeds, iterations=args.iterations, variants=keep
+    )
     cache_dir = enable_compile_cache(spec["run"]["compile_cache"])  # before anything compiles
     game, variants = build(spec)  # validate everything before any work
     _check_memory(spec, game, variants)

@@ -54,6 +54,13 @@ def test_bad_specs_name_the_key(tmp_path):
         compare.load_spec(_spec(tmp_path, variants={}))
 
 
+def test_variants_subset_keeps_the_named_ones(tmp_path):
+    spec = compare.load_spec(_spec(tmp_path), variants=["uniform"])
+    assert list(spec["variants"]) == ["uniform"]
+    with pytest.raises(ValueError, match=r"variants = \['prd', 'nope'\]: a non-empty subset"):
+        compare.load_spec(_spec(tmp_path), variants=["prd", "nope"])
+
+
 def _variant_env_spec(tmp_path):
     path = _spec(tmp_path)
     spec = yaml.safe_load(path.read_text())
