@@ -5,13 +5,17 @@ observation (no batch axis); the rollout vmaps it over environments. Policies ar
 ``policies = {agent: fn}``, ``policy_params = {agent: params}`` -- independent parameter sets, so
 each agent (or each population member) may be a different network.
 
-Two JAX entry points, both jittable and vmappable (over seeds, env params, policy params):
+Three JAX entry points, all jittable and vmappable (over seeds, env params, policy params):
 
 * ``rollout`` -- ``num_steps`` steps of ``num_envs`` environments with auto-reset (what an on-policy
   learner such as PPO consumes): a ``jax.lax.scan`` over steps, ``jax.vmap`` over envs.
 * ``run_episodes`` -- exactly ``num_episodes`` whole episodes from reset, one per vmapped lane,
   returning per-agent episode returns and per-agent counts of the event flags in ``info`` (what
   payoff estimation consumes). Steps after an episode ends are masked out.
+* ``record_episodes`` -- the same episodes (same key use, same returns) with every step kept:
+  per agent the observations, actions and rewards and an alive mask, ``(num_episodes, T, ...)``
+  (what an offline learner such as a trajectory planner consumes); a policy's params may differ
+  per episode (``params_axes``).
 
 And one host entry point:
 
@@ -84,6 +88,37 @@ class EpisodeStats:
     events: dict
 
 
+@struct.dataclass
+class Episodes:
+    """Whole episodes step by step (``record_episodes``): ``E`` episodes, ``T`` = the scan length.
+
+    Per-agent fields are dicts keyed by agent:
+
+    * ``obs[agent]`` ``(E, T, *obs_shape)`` -- the observation the step's action was taken on
+      (``(E, T, obs_dim)`` for a flat ``Box``);
+    * ``actions[agent]`` ``(E, T)`` -- the action taken (the policy's dtype, int32 for ours);
+    * ``rewards[agent]`` ``(E, T)`` float32 -- the reward of that step;
+    * ``alive`` ``(E, T)`` bool, shared by the agents -- True for the steps before the episode
+      ended (``t < length[e]``; the step that ends it is alive). On the other steps ``obs``,
+      ``actions`` and ``rewards`` are zero, so ``rewards[agent].sum(-1) == returns[agent]``.
+
+    Per-episode fields, as ``EpisodeStats``: ``returns[agent]`` ``(E,)``, ``length`` ``(E,)``
+    int32, ``events[name][agent]`` ``(E,)``.
+    """
+
+    obs: dict
+    actions: dict
+    rewards: dict
+    alive: jax.Array
+    returns: dict
+    length: jax.Array
+    events: dict
+
+    def stats(self) -> EpisodeStats:
+        """The per-episode part, as ``run_episodes`` returns it."""
+        return EpisodeStats(returns=self.returns, length=self.length, events=self.events)
+
+
 def _act(policies, policy_params, agents, obs, key):
     keys = jax.random.split(key, len(agents))
     return {a: policies[a](policy_params[a], obs[a], keys[i]) for i, a in enumerate(agents)}
@@ -150,27 +185,29 @@ def rollout(
     return RolloutState(env_state=state, obs=obs, key=key), traj
 
 
-def run_episodes(
+def _play_episodes(
     env: MultiAgentEnv,
     env_params: EnvParams,
     policies: Mapping[str, Policy],
     policy_params: Mapping[str, Any],
     key: jax.Array,
     num_episodes: int,
-    max_steps: int | None = None,
-) -> EpisodeStats:
-    """Play ``num_episodes`` whole episodes in parallel (vmapped) and return per-episode stats.
+    max_steps: int | None,
+    record: bool,
+    params_axes: Any = None,
+):
+    """The episode loop behind ``run_episodes`` and ``record_episodes``.
 
-    Args:
-      max_steps: the static scan length; defaults to ``env_params.max_steps`` (pass it explicitly
-        when ``env_params`` is traced, e.g. under ``vmap`` over params). Episodes end at the env's
-        own time limit or when every agent is terminated; later steps are masked out.
+    Returns ``(returns, length, events, steps)``; ``steps`` is None unless ``record``, else the
+    per-step ``(obs, actions, rewards, alive)`` stacked ``(num_episodes, max_steps, ...)``, zero
+    after the episode's end. With ``params_axes`` None the params are closed over (the program
+    ``run_episodes`` always compiled); otherwise they are vmapped with that ``in_axes`` prefix.
     """
     agents = env.agents
     if max_steps is None:
         max_steps = int(env_params.max_steps)
 
-    def one_episode(key):
+    def one_episode(key, policy_params):
         k_reset, k_run = jax.random.split(key)
         obs, state = env.reset(k_reset, env_params)
         _, _, _, _, _, info0 = jax.eval_shape(
@@ -204,15 +241,96 @@ def run_episodes(
             length = length + live.astype(jnp.int32)
             done = jnp.logical_or(done, info["episode_done"])
             keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(live, n, o), new, old)
-            return (keep(nstate, state), keep(nobs, obs), done, returns, length, events), None
+            out = None
+            if record:
+                zero_after = lambda x: jnp.where(live, x, jnp.zeros_like(x))
+                out = (
+                    jax.tree.map(zero_after, obs),
+                    jax.tree.map(zero_after, actions),
+                    {a: jnp.where(live, rew[a], 0.0).astype(jnp.float32) for a in agents},
+                    live,
+                )
+            return (keep(nstate, state), keep(nobs, obs), done, returns, length, events), out
 
-        (_, _, _, returns, length, events), _ = jax.lax.scan(
+        (_, _, _, returns, length, events), steps = jax.lax.scan(
             body, carry0, jax.random.split(k_run, max_steps)
         )
-        return returns, length, events
+        return returns, length, events, steps
 
-    returns, length, events = jax.vmap(one_episode)(jax.random.split(key, num_episodes))
+    keys = jax.random.split(key, num_episodes)
+    if params_axes is None:
+        return jax.vmap(lambda k: one_episode(k, policy_params))(keys)
+    return jax.vmap(one_episode, in_axes=(0, params_axes))(keys, policy_params)
+
+
+def run_episodes(
+    env: MultiAgentEnv,
+    env_params: EnvParams,
+    policies: Mapping[str, Policy],
+    policy_params: Mapping[str, Any],
+    key: jax.Array,
+    num_episodes: int,
+    max_steps: int | None = None,
+) -> EpisodeStats:
+    """Play ``num_episodes`` whole episodes in parallel (vmapped) and return per-episode stats.
+
+    Args:
+      max_steps: the static scan length; defaults to ``env_params.max_steps`` (pass it explicitly
+        when ``env_params`` is traced, e.g. under ``vmap`` over params). Episodes end at the env's
+        own time limit or when every agent is terminated; later steps are masked out.
+    """
+    returns, length, events, _ = _play_episodes(
+        env, env_params, policies, policy_params, key, num_episodes, max_steps, record=False
+    )
     return EpisodeStats(returns=returns, length=length, events=events)
+
+
+def record_episodes(
+    env: MultiAgentEnv,
+    env_params: EnvParams,
+    policies: Mapping[str, Policy],
+    policy_params: Mapping[str, Any],
+    key: jax.Array,
+    num_episodes: int,
+    max_steps: int | None = None,
+    params_axes: Any = None,
+) -> Episodes:
+    """``run_episodes`` that also keeps every step: what an offline learner trains on.
+
+    The keys are used exactly as ``run_episodes`` uses them, so for the same arguments and key the
+    episodes are the same ones: ``record_episodes(...).stats()`` equals ``run_episodes(...)``.
+
+    Args:
+      env, env_params, policies, policy_params, key, num_episodes, max_steps: as ``run_episodes``.
+      params_axes: an ``in_axes`` prefix of ``policy_params`` (as ``jax.vmap`` reads it): ``0``
+        for a part whose leaves carry a leading ``num_episodes`` axis -- episode ``e`` plays with
+        slice ``e``, e.g. a population member drawn per episode --, ``None`` for a part shared by
+        every episode. Default None: every episode plays ``policy_params`` as given.
+
+    Returns:
+      ``Episodes`` with ``E = num_episodes`` and ``T = max_steps`` (see its docstring).
+    """
+    returns, length, events, steps = _play_episodes(
+        env,
+        env_params,
+        policies,
+        policy_params,
+        key,
+        num_episodes,
+        max_steps,
+        record=True,
+        params_axes=params_axes,
+    )
+    obs, actions, rewards, alive = steps
+    return Episodes(
+        obs=obs,
+        actions=actions,
+        rewards=rewards,
+        alive=alive,
+        returns=returns,
+        length=length,
+        events=events,
+    )
 
 
 def run_episodes_host(
