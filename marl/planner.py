@@ -58,6 +58,7 @@ __all__ = [
     "plan",
     "planner_policy",
     "train_planner",
+    "training_inputs",
 ]
 
 Models = dict[str, Any]
@@ -224,6 +225,58 @@ def _tail_mean(losses: jax.Array) -> jax.Array:
     return jnp.mean(losses[-n:])
 
 
+def training_inputs(
+    config: PlannerConfig,
+    obs: jax.Array,
+    actions: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    returns_to_go: jax.Array,
+    sequences: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+) -> dict[str, Any]:
+    """The positional training arguments (after ``key, config``) of each model's trainer, from
+    the windows (see ``train_planner``), and the planner's standardisation ``"norm"``:
+    ``{"diffusion": (plans, cond, weights), "proposer": (obs, labels, mask),
+    "inverse_dynamics": (obs, next_obs, actions, mask), "critic": (obs, actions, future,
+    returns, mask), "norm": {...}}``."""
+    obs = jnp.asarray(obs, jnp.float32)
+    mask = jnp.asarray(mask, bool)
+    labels = jnp.asarray(labels, jnp.float32)
+    actions = jnp.asarray(actions, jnp.int32)
+    n, h, d = obs.shape
+    if (h, d) != (config.horizon, config.obs_dim):
+        raise ValueError(f"obs must be (N, {config.horizon}, {config.obs_dim}), got {obs.shape}")
+    if mask.shape != (n, h) or actions.shape != (n, h) or labels.shape != (n,):
+        raise ValueError(
+            f"actions and mask must be {(n, h)} and labels ({n},): got "
+            f"{actions.shape}, {mask.shape}, {labels.shape}"
+        )
+    real = mask[:, 0]
+    filled = edge_pad(obs, mask)
+    obs_mean, obs_std = _fit.masked_mean_std(obs, mask)
+    label_mean, label_std = _fit.masked_mean_std(labels[:, None], real)
+    norm = {
+        "obs_mean": obs_mean,
+        "obs_std": obs_std,
+        "label_mean": label_mean[0],
+        "label_std": label_std[0],
+    }
+    plans = (filled - obs_mean) / obs_std
+    cond = ((labels - norm["label_mean"]) / norm["label_std"])[:, None]
+    if sequences is None:
+        sequences = (filled, jnp.broadcast_to(labels[:, None], (n, h)), mask)
+    pair = mask[:, 0] & mask[:, 1]
+    future = filled[:, 1 : 1 + config.critic_plan_steps] if config.critic_plan_steps else None
+    returns = jnp.asarray(returns_to_go, jnp.float32)
+    return {
+        "diffusion": (plans, cond, real.astype(jnp.float32)),
+        "proposer": tuple(sequences),
+        "inverse_dynamics": (obs[:, 0], obs[:, 1], actions[:, 0], pair),
+        "critic": (obs[:, 0], actions[:, 0], future, returns, real),
+        "norm": norm,
+    }
+
+
 def train_planner(
     key: jax.Array,
     config: PlannerConfig,
@@ -257,52 +310,15 @@ def train_planner(
       (the mean of the last tenth of its curve): ``diffusion_loss``, ``proposer_loss``,
       ``inverse_dynamics_loss``, ``critic_loss``.
     """
-    obs = jnp.asarray(obs, jnp.float32)
-    mask = jnp.asarray(mask, bool)
-    labels = jnp.asarray(labels, jnp.float32)
-    actions = jnp.asarray(actions, jnp.int32)
-    n, h, d = obs.shape
-    if (h, d) != (config.horizon, config.obs_dim):
-        raise ValueError(f"obs must be (N, {config.horizon}, {config.obs_dim}), got {obs.shape}")
-    if mask.shape != (n, h) or actions.shape != (n, h) or labels.shape != (n,):
-        raise ValueError(
-            f"actions and mask must be {(n, h)} and labels ({n},): got "
-            f"{actions.shape}, {mask.shape}, {labels.shape}"
-        )
-    real = mask[:, 0]
-    filled = edge_pad(obs, mask)
-    obs_mean, obs_std = _fit.masked_mean_std(obs, mask)
-    label_mean, label_std = _fit.masked_mean_std(labels[:, None], real)
-    norm = {
-        "obs_mean": obs_mean,
-        "obs_std": obs_std,
-        "label_mean": label_mean[0],
-        "label_std": label_std[0],
-    }
+    data = training_inputs(config, obs, actions, labels, mask, returns_to_go, sequences)
     k_diff, k_prop, k_idm, k_crit = jax.random.split(key, 4)
-
-    plans = (filled - obs_mean) / obs_std
-    cond = ((labels - norm["label_mean"]) / norm["label_std"])[:, None]
-    model, diff_losses = mdiff.train_denoiser(
-        k_diff, config.diffusion, plans, cond, weights=real.astype(jnp.float32)
-    )
-
-    if sequences is None:
-        sequences = (filled, jnp.broadcast_to(labels[:, None], (n, h)), mask)
-    seq_obs, seq_labels, seq_mask = sequences
-    prop_params, prop_losses = mprop.train_proposer(
-        k_prop, config.proposer, seq_obs, seq_labels, seq_mask
-    )
-
-    pair = mask[:, 0] & mask[:, 1]
+    model, diff_losses = mdiff.train_denoiser(k_diff, config.diffusion, *data["diffusion"])
+    prop_params, prop_losses = mprop.train_proposer(k_prop, config.proposer, *data["proposer"])
     idm_params, idm_losses = midm.train_inverse_dynamics(
-        k_idm, config.inverse_dynamics, obs[:, 0], obs[:, 1], actions[:, 0], pair
+        k_idm, config.inverse_dynamics, *data["inverse_dynamics"]
     )
-
-    future = filled[:, 1 : 1 + config.critic_plan_steps] if config.critic_plan_steps else None
-    crit_params, crit_losses = mcritic.train_critic(
-        k_crit, config.critic, obs[:, 0], actions[:, 0], future, returns_to_go, real
-    )
+    crit_params, crit_losses = mcritic.train_critic(k_crit, config.critic, *data["critic"])
+    norm = data["norm"]
     models = {
         "diffusion": model.params,
         "proposer": prop_params,
