@@ -11,6 +11,9 @@ with ``inputs`` an :class:`OracleInput` (populations, meta-strategy, empirical m
   risk-averse utility's gradient; with gamma = 0 PSRO is the double-oracle algorithm.
 * ``ppo`` -- network games, compiled JAX envs and host PettingZoo envs alike: a PPO best
   response to the (eps-perturbed) meta-strategy, risk-neutral or mean-variance.
+* ``diffuser`` -- compiled network games: a Trajectory Diffuser planner trained on the
+  population's episodes, distilled into a member, accepted if it beats the best member
+  (``psro.oracles.diffuser``, docs/diffuser.md).
 
 A new oracle is one file plus ``register``::
 
@@ -40,6 +43,7 @@ from psro.oracles.base import (
     register,
     unregister,
 )
+from psro.oracles.diffuser import DiffuserOracleSettings, diffuser_oracle
 from psro.oracles.exact import ExactSettings, exact_oracle, utility_gradient
 from psro.oracles.ppo import PPOOracleSettings, best_member, perturbed, ppo_oracle
 from psro.oracles.seeding import (
@@ -53,11 +57,13 @@ from psro.oracles.seeding import (
 
 register("exact", exact_oracle, settings=ExactSettings, game_kinds=("matrix",))
 register("ppo", ppo_oracle, settings=PPOOracleSettings, game_kinds=("network", HOST))
+register("diffuser", diffuser_oracle, settings=DiffuserOracleSettings, game_kinds=("network",))
 
 __all__ = [
     "HOST",
     "INIT_MEMBERS",
     "ExactSettings",
+    "DiffuserOracleSettings",
     "ImitationSettings",
     "NoSettings",
     "Oracle",
@@ -66,6 +72,7 @@ __all__ = [
     "SelfPlaySettings",
     "best_member",
     "derived_settings",
+    "diffuser_oracle",
     "exact_oracle",
     "get",
     "imitation_member",
