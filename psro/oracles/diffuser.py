@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -190,8 +191,9 @@ class DiffuserOracleSettings:
         check_number("fit_lr", self.fit_lr, lo=0.0, lo_open=True)
         check_number("value_coef", self.value_coef, lo=0.0)
         check_number("discount", self.discount, lo=0.0, hi=1.0)
-        if not isinstance(self.fallback_kwargs, dict):
+        if not isinstance(self.fallback_kwargs, Mapping):
             raise SettingError("fallback_kwargs", self.fallback_kwargs, "must be a mapping")
+        object.__setattr__(self, "fallback_kwargs", dict(self.fallback_kwargs))
         if self.fallback == "ppo":
             self.fallback_settings()
         elif self.fallback_kwargs:
