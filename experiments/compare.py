@@ -160,6 +160,16 @@ def build(spec: dict) -> tuple[PSROGame, list[Variant]]:
             PSRO(game, pcfg)  # the checks that need the game (no compilation)
         except SettingError as err:
             raise xcfg.ConfigError.of(err, f"variants.{name}.psro") from None
+        expl = xcfg.exploitability_settings(cfg.compare.exploitability)
+        if expl is not None:  # a setting only the end would miss: refused before any work
+            from psro.exploitability import check_settings
+
+            try:
+                check_settings(pcfg, game.kind, expl)
+            except SettingError as err:
+                raise xcfg.ConfigError(
+                    f"compare.exploitability.{err.key}", None, f"variant {name}: {err.allowed}"
+                ) from None
         variants.append(Variant(name, pcfg))
     return game, variants
 

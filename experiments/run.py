@@ -93,6 +93,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from envs.settings import SettingError
 from experiments import config as xcfg
 from marl.checkpoint import Checkpointer, CheckpointError
 from marl.compile_cache import enable_compile_cache
@@ -681,6 +682,13 @@ def _run_counted(
     # before anything compiles: JAX opens its cache once, at the first compile with a dir set
     cache_dir = enable_compile_cache(cfg.run.compile_cache)
     game, psro = _build(cfg)  # every check before any work
+    if cfg.psro.exploitability_settings is not None:  # not only at the end, after the run
+        from psro.exploitability import check_settings
+
+        try:
+            check_settings(psro.config, game.kind, cfg.psro.exploitability_settings)
+        except SettingError as err:
+            raise xcfg.ConfigError.of(err, "psro.exploitability") from None
     agents = game.env.agents
     show = cfg.run.progress if progress is None else progress
 
