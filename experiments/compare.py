@@ -1,7 +1,7 @@
 """Compare meta-solvers on one game: PSRO with each, over several seeds, then cross-play.
 
     python -m experiments.compare SPEC [dotted.key=value ...] [--seeds 3] [--iterations N]
-        [--variants rae,nash] [--out runs]
+        [--variants rae,nash] [--out runs] [--resume RUN_DIR]
     python -m experiments.compare RUN_FOLDER --render    # re-make a finished run's table/figure
 
 ``SPEC`` is an ``experiments.config`` config (one schema for ``run`` and ``compare``): the base
@@ -74,6 +74,12 @@ PPO best response against it, valued on held-out episodes -- a lower bound of Na
 gap; exact for matrix games), per seed into ``per_seed`` (``exploitability/...``), per variant as
 mean and 95% CI over seeds into ``compare.json``'s ``exploitability`` and a table. Seed ``s`` uses
 the same key in every variant.
+
+``--resume RUN_DIR`` (with the same SPEC and overrides) finishes a comparison that stopped after
+some or all of its runs -- e.g. one killed, or one whose end (exploitability, cross-play) failed:
+the lanes whose run folders in ``RUN_DIR/lanes/`` finished with the same config (the ``compare``
+and ``run`` sections may differ, so an exploitability estimate can be added afterwards) are read
+back from their final checkpoints; the others are run. The results go into ``RUN_DIR``.
 
 ``compare.json``'s ``per_seed`` entries also hold each seed's final empirical meta-game
 (``metagame/mean``, ``metagame/var``, ``metagame/count``, ``metagame/<event>``: nested lists
@@ -268,9 +274,14 @@ def run_comparison(
     progress: bool = True,
     strip_dir: str | os.PathLike | None = None,
     lane_dir: str | os.PathLike | None = None,
+    reuse: bool = False,
 ) -> dict:
     """Run every variant over the seeds (a sweep over the variant axis, ``experiments.sweep``),
     then cross-play; returns the results dict.
+
+    ``reuse``: a chunk of lanes whose run folders in ``lane_dir`` all finished earlier with the
+    same config (``compare``/``run`` sections aside) is read back (final checkpoint, metrics
+    lines) instead of re-run -- how ``--resume`` finishes a comparison that failed after its runs.
 
     ``strip_dir``: where to save the spec's ``strips`` (none are made without it); ``lane_dir``:
     where each (variant, seed) run folder goes (``lanes/<lane>/``; default: a temporary folder)."""
@@ -309,6 +320,13 @@ def run_comparison(
     try:
         for g, c in plan.chunk_ids():
             t0 = time.perf_counter()
+            kept = _finished_lanes(plan.groups[g].chunks[c], Path(lane_dir)) if reuse else None
+            if kept is not None:  # every lane of the chunk finished earlier: read, not re-run
+                for ln, (lane_rows, st) in zip(plan.groups[g].chunks[c], kept, strict=True):
+                    rows += lane_rows
+                    states[ln.name] = st
+                bar.update(iterations + 1)
+                continue
             rows += xsweep.run_chunk(plan, g, c, Path(lane_dir), bar, states=states)
             for name in {ln.values[xsweep.VARIANT_AXIS] for ln in plan.groups[g].chunks[c]}:
                 timings[name] += time.perf_counter() - t0  # a shared chunk counts for each
@@ -394,6 +412,34 @@ def run_comparison(
         }  # fmt: skip
     results["total_wall_clock_s"] = time.perf_counter() - t_start
     return results
+
+
+def _finished_lanes(lanes, lane_dir: Path) -> list | None:
+    """Each lane's ``(rows, final state)`` from its run folder ``lane_dir/lanes/<lane>`` when
+    every lane of the chunk finished there (``summary.json``) with the same config apart from
+    the ``compare`` and ``run`` sections; None otherwise (the chunk is run)."""
+    from experiments import run as xrun
+
+    def comparable(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in ("compare", "run")}
+
+    out = []
+    for ln in lanes:
+        folder = lane_dir / "lanes" / ln.name
+        if not (folder / "summary.json").is_file() or not (folder / "config.yaml").is_file():
+            return None
+        saved = xcfg.to_dict(xcfg.load_config(folder / "config.yaml"))
+        if comparable(saved) != comparable(xcfg.to_dict(ln.cfg)):
+            return None
+        _, _, _, state = xrun.load_run(folder)
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        rows = [
+            {"lane": ln.name, "cell": ln.cell, "seed": ln.seed, "axes": ln.values, **json.loads(x)}
+            for x in lines
+            if x.strip()
+        ]
+        out.append((rows, state))
+    return out
 
 
 def _exploitability(spec: dict, game, variants, finals: dict, per_seed: dict) -> dict:
@@ -638,6 +684,12 @@ def main(argv: list[str] | None = None) -> Path:
         "--variants", default=None, help="comma-separated variant names to run (default: all)"
     )
     parser.add_argument("--out", default="runs")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="finish a comparison that stopped (same SPEC): finished lanes are read, not re-run",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--render", action="store_true", help="re-make the table and figure of a finished run"
@@ -656,9 +708,20 @@ def main(argv: list[str] | None = None) -> Path:
     _check_memory(spec, game, variants)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise CommandError(f"--out {args.out}: is a file; give a folder (made if missing)")
-    out = new_run_dir(args.out, f"compare-{spec['name']}")
+    if args.resume is not None:
+        out = Path(args.resume)
+        if not (out / "lanes").is_dir():
+            raise CommandError(f"--resume {out}: not a comparison's run folder (no lanes/)")
+    else:
+        out = new_run_dir(args.out, f"compare-{spec['name']}")
     with CompileCounter() as compiles:
-        results = run_comparison(spec, progress=not args.no_progress, strip_dir=out, lane_dir=out)
+        results = run_comparison(
+            spec,
+            progress=not args.no_progress,
+            strip_dir=out,
+            lane_dir=out,
+            reuse=args.resume is not None,
+        )
     results["compiles"] = {**compiles.summary(), "cache_dir": cache_dir}
     table = _write_outputs(out, results)
     print(table)

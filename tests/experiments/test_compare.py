@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from experiments import compare
+from experiments.cli import CommandError
 
 _COMPARE_KEYS = {"seeds", "crossplay_episodes", "metrics", "per_step", "strips", "strip_every",
                  "eval_episodes", "ratios", "seedz"}  # fmt: skip
@@ -69,7 +70,7 @@ def _variant_env_spec(tmp_path):
     return path
 
 
-def test_small_comparison_writes_table_and_figure(tmp_path):
+def test_small_comparison_writes_table_and_figure_and_resumes(tmp_path, monkeypatch):
     out = compare.main([str(_spec(tmp_path)), "--out", str(tmp_path), "--no-progress"])
     results = json.loads((out / "compare.json").read_text())
     assert results["variants"] == ["prd", "uniform"]
@@ -79,6 +80,23 @@ def test_small_comparison_writes_table_and_figure(tmp_path):
     assert (out / "compare.png").stat().st_size > 10_000
     assert "| prd |" in (out / "compare.md").read_text()
     assert {"compiles", "cache_hits", "by_function", "cache_dir"} <= set(results["compiles"])
+    # --resume (same run: no second compile) reads the finished lanes back instead of re-running
+    path, before = tmp_path / "spec.yaml", results
+    (out / "compare.json").unlink()  # as if it had failed after its runs
+
+    def no_runs(*args, **kwargs):
+        raise AssertionError("a finished lane was run again")
+
+    monkeypatch.setattr(compare.xsweep, "run_chunk", no_runs)
+    again = compare.main([str(path), "--resume", str(out), "--no-progress"])
+    after = json.loads((again / "compare.json").read_text())
+    assert again == out and after["per_seed"] == before["per_seed"]
+    assert after["crossplay"] == before["crossplay"]
+    # a lane whose config changed (not only its compare section) is run again
+    with pytest.raises(AssertionError, match="run again"):
+        compare.main([str(path), "psro.episodes=5", "--resume", str(out), "--no-progress"])
+    with pytest.raises(CommandError, match="no lanes/"):
+        compare.main([str(path), "--resume", str(tmp_path), "--no-progress"])
 
 
 # ------------------------------------------------------------------ per-step means and strips
