@@ -16,7 +16,9 @@
   ``full/nash_conv`` and, when the solver is ``rae``, ``full/rae_gap`` with its hyperparameters;
 * from ``info`` (``PSRO.step_with_info``): ``time/oracle``, ``time/evaluate``, ``time/solve``
   (seconds) and, for learning oracles, ``oracle_return/<agent>`` (the mean episode return of the
-  last training update) and ``oracle_curve/<agent>`` (the curve over updates).
+  last training update) and ``oracle_curve/<agent>`` (the curve over updates); every scalar
+  metric an oracle returns as ``oracle/<name>/<agent>`` (e.g. the ``diffuser`` oracle's
+  ``accepted``, planner, distilled and best-member returns).
 """
 
 from __future__ import annotations
@@ -132,4 +134,9 @@ def iteration_metrics(psro, state, info: dict | None = None) -> dict[str, Any]:
                 out[f"oracle_curve/{a}"] = [None if math.isnan(x) else float(x) for x in curve]
                 finite = curve[np.isfinite(curve)]
                 out[f"oracle_return/{a}"] = float(finite[-1]) if finite.size else None
+            if i < len(curves):  # an oracle's scalar metrics (e.g. the diffuser's accepted flag)
+                for name, value in curves[i].items():
+                    x = np.asarray(value)
+                    if x.ndim == 0 and np.issubdtype(x.dtype, np.number):
+                        out[f"oracle/{name}/{a}"] = None if np.isnan(x) else float(x)
     return out

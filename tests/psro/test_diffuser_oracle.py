@@ -70,7 +70,7 @@ def test_member_has_the_population_structure(run):
 
 
 def test_runs_under_num_seeds_without_retracing(run):
-    _, _, states, infos, (first, second) = run
+    _, psro, states, infos, (first, second) = run
     assert first.programs("_oracle_phase") == 1
     assert second.programs("_oracle_phase") == 0  # the second iteration reuses the program
     assert np.asarray(states[2].counts).tolist() == [[3, 3], [3, 3]]
@@ -91,6 +91,13 @@ def test_runs_under_num_seeds_without_retracing(run):
     ):
         value = np.asarray(metrics[name])
         assert value.shape == (2,) and np.all(np.isfinite(value)), name
+    # the run's metrics carry the oracle's scalars (one lane's view, as a sweep lane logs them)
+    lane = {**infos[0], "oracle": jax.tree.map(lambda x: x[0], infos[0]["oracle"])}
+    logged = psro.metrics(psro.seed_state(states[1], 0), lane)
+    assert logged["oracle/accepted/player_0"] in (0.0, 1.0)
+    assert logged["oracle/planner_return/player_0"] == pytest.approx(
+        float(metrics["planner_return"][0])
+    )
 
 
 def test_same_key_same_member(run):
