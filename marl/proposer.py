@@ -19,6 +19,9 @@ and a final LayerNorm and linear head give ``2 (D + 1)`` numbers per position. T
 fresh model starts near "nothing changes". The log-std is kept inside
 ``[log_std_min, log_std_max]`` by two softplus bends (smooth, so its gradient never dies at a
 bound). The head starts at zero: a fresh model predicts "no change" with log-std about -0.3.
+``ProposerNet.step`` is the same network for one new token against a per-layer key/value cache;
+``propose`` samples with it (one token through the network per step), the parameters are the
+same.
 
 Params are a plain nested dict (house style, see ``marl.networks``):
 ``{"net": <nnx.to_pure_dict of ProposerNet>, "norm": {"mean": (D + 1,), "std": (D + 1,)}}``.
@@ -140,6 +143,26 @@ class CausalSelfAttention(nnx.Module):
         out = jnp.einsum("...hqk,...khd->...qhd", weights, v).reshape(*lead, t, w)
         return self.out(out)
 
+    def step(self, x: jax.Array, cache: tuple[jax.Array, jax.Array], pos: jax.Array):
+        """One new token ``x (B, W)`` at position ``pos`` (a scalar, may be traced).
+
+        ``cache = (keys, values)``, each ``(B, S, heads, W / heads)``: the keys and values of
+        positions ``< pos`` (later slots are ignored). The token's own key and value are written
+        at slot ``pos`` and it attends to slots ``<= pos`` -- the same masking (exact zeros) as
+        ``__call__`` with a causal mask and every step valid. Returns ``(out (B, W), cache)``.
+        """
+        b, w = x.shape
+        dh = w // self.heads
+        q, k, v = jnp.split(self.qkv(x).reshape(b, 3, self.heads, dh), 3, axis=1)
+        keys = jax.lax.dynamic_update_index_in_dim(cache[0], k, pos, axis=1)
+        values = jax.lax.dynamic_update_index_in_dim(cache[1], v, pos, axis=1)
+        scores = jnp.einsum("bhd,bkhd->bhk", q[:, 0], keys) / math.sqrt(dh)
+        allowed = (jnp.arange(keys.shape[1]) <= pos)[None, None, :]
+        scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
+        weights = jax.nn.softmax(scores, axis=-1) * allowed
+        out = jnp.einsum("bhk,bkhd->bhd", weights, values).reshape(b, w)
+        return self.out(out), (keys, values)
+
 
 class _Block(nnx.Module):
     """Pre-LayerNorm transformer block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``."""
@@ -155,6 +178,13 @@ class _Block(nnx.Module):
         x = x + _dropout(self.attn(self.ln_attn(x), allowed), rate, keys[0])
         h = self.fc_out(jax.nn.gelu(self.fc_in(self.ln_mlp(x))))
         return x + _dropout(h, rate, keys[1])
+
+    def step(self, x, cache, pos):
+        """``__call__`` for one new token ``x (B, W)`` (no dropout); see
+        ``CausalSelfAttention.step``."""
+        a, cache = self.attn.step(self.ln_attn(x), cache, pos)
+        x = x + a
+        return x + self.fc_out(jax.nn.gelu(self.fc_in(self.ln_mlp(x)))), cache
 
 
 class ProposerNet(nnx.Module):
@@ -196,9 +226,38 @@ class ProposerNet(nnx.Module):
         x = self.embed(tokens) + self.pos[...][:t]
         for i in range(self.num_layers):
             x = getattr(self, f"block_{i}")(x, allowed, self.rate, keys[2 * i : 2 * i + 2])
+        return self._output(tokens, x)
+
+    def _output(self, tokens, x):
         delta, raw = jnp.split(self.head(self.ln_out(x)), 2, axis=-1)
         log_std = self.log_std_max - jax.nn.softplus(self.log_std_max - raw)
         return tokens + delta, self.log_std_min + jax.nn.softplus(log_std - self.log_std_min)
+
+    def empty_cache(self, batch: int, length: int) -> list[tuple[jax.Array, jax.Array]]:
+        """Zero key/value buffers for ``step``: per layer ``(keys, values)``, each
+        ``(batch, length, heads, width / heads)`` with ``length <= context``."""
+        attn = self.block_0.attn
+        width = self.embed.out_features
+        shape = (batch, length, attn.heads, width // attn.heads)
+        return [(jnp.zeros(shape, jnp.float32),) * 2 for _ in range(self.num_layers)]
+
+    def step(self, token, pos, cache):
+        """Incremental decoding: ``__call__``'s output at position ``pos`` for one new
+        standardised token ``token (B, D + 1)``, every step valid, no dropout.
+
+        ``cache`` (``empty_cache``) holds each layer's keys and values of positions ``< pos``;
+        returns ``(mean (B, D + 1), log_std (B, D + 1), cache)`` with position ``pos`` added.
+        Feeding positions ``0, 1, ...`` in turn gives ``__call__(tokens)[:, pos]`` at each (up to
+        float rounding: the same operations on other shapes) with one token through the
+        network per call.
+        """
+        x = self.embed(token) + jax.lax.dynamic_index_in_dim(self.pos[...], pos, keepdims=False)
+        new = []
+        for i in range(self.num_layers):
+            x, c = getattr(self, f"block_{i}").step(x, cache[i], pos)
+            new.append(c)
+        mean, log_std = self._output(token, x)
+        return mean, log_std, new
 
 
 @functools.cache
@@ -357,6 +416,35 @@ def train_proposer(
     return {"net": net_params, "norm": {"mean": mean, "std": std}}, losses
 
 
+def _check_propose_args(horizon, obs0, label0):
+    horizon = int(horizon)
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    return horizon, jnp.asarray(obs0, jnp.float32), jnp.asarray(label0, jnp.float32)
+
+
+def _windowed_step(net, temperature):
+    """One scan step of windowed sampling: the buffer ``(B, context, F)`` holds the last
+    ``context`` tokens; the next is drawn from the last position's Gaussian and shifted in."""
+
+    def step(buf, k):
+        mean, log_std = net(buf)
+        mean, log_std = mean[:, -1], log_std[:, -1]
+        new = mean + temperature * jnp.exp(log_std) * jax.random.normal(k, mean.shape)
+        return jnp.roll(buf, -1, axis=1).at[:, -1].set(new), new
+
+    return step
+
+
+def _finish(x0, rest, norm, obs0, label0):
+    """Stack ``x0 (B, F)`` and the sampled ``rest (H - 1, B, F)`` into ``(plans, labels)``."""
+    x = jnp.concatenate([x0[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
+    x = x * norm["std"] + norm["mean"]
+    plans = x[..., :-1].at[:, 0].set(obs0)  # exactly the given observation
+    labels = x[..., -1].at[:, 0].set(label0)
+    return plans, labels
+
+
 def propose(
     config: ProposerConfig,
     params: Params,
@@ -377,16 +465,57 @@ def propose(
     Returns:
       ``(plans (B, H, D), labels (B, H))`` with ``plans[:, 0] == obs0`` and
       ``labels[:, 0] == label0``. Step ``i`` is drawn from the Gaussian predicted from steps
-      ``< i``; the model reads a fixed buffer of the last ``min(context, H)`` tokens (filled
-      left to right, then shifted), so shapes never grow: one ``lax.scan`` of ``H - 1`` steps.
+      ``< i`` (``jax.random.split(key, H - 1)[i - 1]`` draws its noise).
+
+    The first ``min(context, H) - 1`` steps are decoded incrementally with a key/value cache
+    (``ProposerNet.step``): fixed buffers of ``min(context, H)`` slots per layer, later slots
+    masked, one ``lax.scan``; each step runs only the newest token through the network. Once
+    ``context`` tokens exist (``H > context`` only), the model reads a sliding window of the
+    last ``context`` tokens with positions ``0 .. context - 1`` -- the window it was trained on
+    -- which a rolling cache cannot reuse (every token's position, hence its keys and values,
+    changes when the window moves), so those ``H - context`` steps recompute the window: a
+    second ``lax.scan``. Shapes never grow; jit- and vmap-able. The result equals the plain
+    windowed recompute of every step (``_propose_reference``) up to float rounding.
     """
-    horizon = int(horizon)
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {horizon}")
-    obs0, label0 = jnp.asarray(obs0, jnp.float32), jnp.asarray(label0, jnp.float32)
+    horizon, obs0, label0 = _check_propose_args(horizon, obs0, label0)
     if obs0.ndim == 1:
         plans, labels = propose(config, params, key, obs0[None], label0[None], horizon, temperature)
         return plans[0], labels[0]
+    norm = params["norm"]
+    net = _net(config, params["net"])
+    x0 = (_tokens(obs0, label0) - norm["mean"]) / norm["std"]  # (B, F)
+    size = min(config.context, horizon)
+    keys = jax.random.split(key, horizon - 1)
+
+    def cached(carry, xs):
+        prev, cache = carry
+        pos, k = xs  # feed step pos, draw step pos + 1
+        mean, log_std, cache = net.step(prev, pos, cache)
+        new = mean + temperature * jnp.exp(log_std) * jax.random.normal(k, mean.shape)
+        return (new, cache), new
+
+    cache = net.empty_cache(x0.shape[0], size)
+    _, rest = jax.lax.scan(cached, (x0, cache), (jnp.arange(size - 1), keys[: size - 1]))
+    if horizon > size:  # the window is full: slide it (recompute, see above)
+        buf = jnp.concatenate([x0[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)  # (B, ctx, F)
+        _, more = jax.lax.scan(_windowed_step(net, temperature), buf, keys[size - 1 :])
+        rest = jnp.concatenate([rest, more], axis=0)
+    return _finish(x0, rest, norm, obs0, label0)
+
+
+def _propose_reference(
+    config: ProposerConfig,
+    params: Params,
+    key: jax.Array,
+    obs0: jax.Array,
+    label0: jax.Array,
+    horizon: int,
+    temperature: float | jax.Array = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """``propose`` without the cache, for tests: every step runs the whole buffer of the last
+    ``min(context, H)`` tokens (filled left to right, then shifted) through the network and
+    reads the newest position. ``obs0 (B, D)``, ``label0 (B,)``."""
+    horizon, obs0, label0 = _check_propose_args(horizon, obs0, label0)
     norm = params["norm"]
     net = _net(config, params["net"])
     x0 = (_tokens(obs0, label0) - norm["mean"]) / norm["std"]  # (B, F)
@@ -406,11 +535,7 @@ def propose(
 
     steps = (jnp.arange(1, horizon), jax.random.split(key, horizon - 1))
     _, rest = jax.lax.scan(step, buf, steps)  # (H - 1, B, F)
-    x = jnp.concatenate([x0[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
-    x = x * norm["std"] + norm["mean"]
-    plans = x[..., :-1].at[:, 0].set(obs0)  # exactly the given observation
-    labels = x[..., -1].at[:, 0].set(label0)
-    return plans, labels
+    return _finish(x0, rest, norm, obs0, label0)
 
 
 __all__ = [

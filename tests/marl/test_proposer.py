@@ -1,5 +1,5 @@
 """The autoregressive proposer (marl.proposer): causal masking, fitting linear dynamics,
-stochastic sampling, seeds under vmap, settings validation."""
+stochastic sampling, cached sampling = full recompute, seeds under vmap, settings validation."""
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +154,40 @@ def test_proposals_at_temperature_one_are_stochastic(trained, propose_fn):
     np.testing.assert_array_equal(b[:, 0], obs0)
     assert np.abs(a[:, 1:] - b[:, 1:]).max() > 1e-3  # other keys, other plans
     assert np.abs(a[0, 1:] - a[1, 1:]).max() > 1e-3  # and the rows of one batch differ
+
+
+@pytest.fixture(scope="module")
+def reference_fn():
+    return jax.jit(proposer._propose_reference, static_argnums=(0, 5))
+
+
+def test_cached_sampling_equals_the_full_recompute(trained, propose_fn, reference_fn):
+    """The key/value cache changes the cost, not the plans: same key and temperature, same
+    plans as rerunning the whole buffer at every step -- with the cache only (H = context) and
+    with the sliding window after it (H = 12 > context)."""
+    params = _lane(trained[0], 0)
+    rng = np.random.default_rng(3)
+    obs0 = rng.normal(size=(16, D)).astype(np.float32)
+    label0 = rng.normal(size=(16,)).astype(np.float32)
+    for horizon in (CFG.context, L):
+        for temperature in (0.0, 1.0):
+            key = jax.random.key(11)
+            got = propose_fn(CFG, params, key, obs0, label0, horizon, temperature)
+            want = reference_fn(CFG, params, key, obs0, label0, horizon, temperature)
+            for g, w in zip(got, want, strict=True):
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(got[0][:, 0], obs0)
+    # vmap over two trained seeds: each lane is its own plain call
+    lanes = _lane(trained[0], np.array([0, 2]))
+    vmapped = jax.jit(
+        jax.vmap(lambda p: proposer.propose(CFG, p, key, obs0, label0, CFG.context, 1.0))
+    )(lanes)
+    for i in range(2):
+        alone = propose_fn(CFG, _lane(lanes, i), key, obs0, label0, CFG.context, 1.0)
+        for v, a in zip(vmapped, alone, strict=True):
+            np.testing.assert_allclose(v[i], a, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(vmapped[0][0]) - np.asarray(vmapped[0][1])).max() > 1e-3
 
 
 @pytest.mark.parametrize(
