@@ -179,8 +179,9 @@ def markdown(report: dict) -> str:
             )
     for v, row in report["pooled"].items():
         lines.append(
-            f"| **all {report['total_seeds'] // max(1, len(report['runs']))}x"
-            f"{len(report['runs'])}** | {v} | " + " | ".join(_cell(row[m]) for m in metrics) + " |"
+            f"| **all ({report['total_seeds']} seeds)** | {v} | "
+            + " | ".join(_cell(row[m]) for m in metrics)
+            + " |"
         )
     if pair is not None:
         a, b = pair
