@@ -118,7 +118,7 @@ def pool(
     for label, run in loaded:
         seed = int(run["spec"]["seed"])
         entry = {
-            "run": label,
+            "run": Path(label).name,  # the folder name: a report does not carry host paths
             "seed": seed,
             "seeds": [seed + s for s in range(int(run["seeds"]))],
             "machine": run.get("machine", {}),
