@@ -287,7 +287,7 @@ def train_planner(
     returns_to_go: jax.Array,
     sequences: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[Models, dict[str, jax.Array]]:
-    """Train the four models from fixed-size windows (``psro.trajectory_data.windows``).
+    """Train the four models from fixed-size windows (``psro.oracles.trajectory_data.windows``).
 
     Args:
       key: a ``jax.random.key`` (may be traced: vmap over keys for several seeds).

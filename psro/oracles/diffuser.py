@@ -2,7 +2,7 @@
 
 One call makes one new member for ``player`` in five parts (docs/diffuser.md):
 
-1. **data** -- ``psro.trajectory_data.learner_dataset``: ``episodes`` episodes of the player's
+1. **data** -- ``psro.oracles.trajectory_data.learner_dataset``: ``episodes`` episodes of the player's
    live members (drawn by ``softmax(value / temperature)``) against opponents drawn from the
    ``eps``-perturbed meta-strategy, with per-step exploration; each episode is labelled with the
    risk-adjusted value of the member that played (``label="value"``) or its realised return
@@ -45,7 +45,7 @@ from marl import networks
 from marl import planner as mplanner
 from marl import population as mpop
 from marl import rollout as mrollout
-from psro import trajectory_data as td
+from psro.oracles import trajectory_data as td
 from psro.oracles.ppo import PPOOracleSettings, perturbed, ppo_oracle
 
 __all__ = [

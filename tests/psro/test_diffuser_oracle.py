@@ -58,6 +58,7 @@ def run():
     return game, psro, (state0, state1, state2), (info1, info2), (first, second)
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_member_has_the_population_structure(run):
     game, psro, states, _, _ = run
     template = game.member_init(jax.random.key(0), 0)
@@ -69,6 +70,7 @@ def test_member_has_the_population_structure(run):
         assert a.shape == b.shape and a.dtype == b.dtype
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_runs_under_num_seeds_without_retracing(run):
     _, psro, states, infos, (first, second) = run
     assert first.programs("_oracle_phase") == 1
@@ -100,6 +102,7 @@ def test_runs_under_num_seeds_without_retracing(run):
     )
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_same_key_same_member(run):
     _, _, states, infos, _ = run
     for leaf in jax.tree.leaves(states[2].populations):

@@ -276,6 +276,7 @@ def test_metagame_batch_equals_one_by_one():
     assert float(mg0.count[1, 1]) == 0 and float(mg0.count[0, 1]) == 10
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_symmetric_shared_population():
     """One population for both players of a symmetric game: one oracle call per iteration,
     identical populations, a symmetric meta-strategy certified by its gap."""
@@ -309,6 +310,7 @@ def test_symmetric_shared_population():
         PSRO(_game(matrix.random_general_sum(0, (3, 4))), PSROConfig(symmetric=True))
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_self_play_init_member_shared_and_every_profile_evaluated():
     """init_members="self_play": a second member, the same network for both players, trained
     prosocially (matrix stag hunt: it plays Stag), and all four profiles in the meta-game."""
@@ -350,6 +352,7 @@ def test_init_members_settings_checked():
         PSROConfig(init_members="self_play", init_kwargs={"prosocial": -2.0})
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_imitation_member_can_replace_the_random_one():
     from psro import games
 

@@ -266,6 +266,7 @@ def test_degenerate_zero_sum_games_are_finite(method, case):
 # ----------------------------------------------------------------------------- general-sum
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_rae_fallback_and_three_player_games_reach_small_nash_conv():
     pd = np.array([[3.0, 0.0], [5.0, 1.0]])
     # lh_tol < 0 rejects the Lemke-Howson profile: this exercises the fallback to the RAE dynamics

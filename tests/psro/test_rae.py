@@ -79,6 +79,7 @@ def test_projection_lands_on_masked_simplex_and_is_nearest(v, m):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_rps_gamma0_is_uniform(x64):
     res = R.rae(zs(RPS), gamma=0.0, eps=0.0, **_FAST)
     assert isinstance(res, SolverResult)
@@ -138,6 +139,7 @@ def test_gamma0_gap_is_nash_conv(x64):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_stag_hunt_selection(x64):
     P = sym(STAG)
     stag, hare = np.array([1.0, 0.0]), np.array([0.0, 1.0])
@@ -213,6 +215,7 @@ def test_gap_below_1e6_zero_sum_and_identical_interest(x64, sizes):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_general_sum_restarts_keep_lowest_gap(x64):
     Gs = jnp.asarray(
         np.stack([np.random.default_rng(s).normal(size=(2, 10, 10)) for s in range(6)])
@@ -405,6 +408,7 @@ def test_vmap_over_gamma_eps_keys_compiles_once():
     np.testing.assert_allclose(np.asarray(out2.strategies[0][2:]), [[0, 1], [0, 1]], atol=1e-4)
 
 
+@pytest.mark.slow  # suite time (~50-95 s each on 2 cores); run with -m slow
 def test_three_players(x64):
     rng = np.random.default_rng(5)
     A = rng.normal(size=(3, 3, 3))

@@ -1,4 +1,4 @@
-"""psro.trajectory_data: the learner's episodes against the meta-strategy, labels and windows."""
+"""psro.oracles.trajectory_data: the learner's episodes against the meta-strategy, labels and windows."""
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +9,8 @@ from envs.settings import SettingError
 from marl import population as mpop
 from psro import games
 from psro import metagame as mgame
-from psro import trajectory_data as td
 from psro.oracles import OracleInput
+from psro.oracles import trajectory_data as td
 
 CAP = 4
 
