@@ -51,9 +51,22 @@ from psro.oracles.ppo import PPOOracleSettings, perturbed, ppo_oracle
 __all__ = [
     "FALLBACKS",
     "DiffuserOracleSettings",
+    "accept",
+    "best_index",
+    "collect",
     "diffuser_oracle",
+    "discounted_rtg",
+    "distill",
+    "fallback",
+    "fit_student",
+    "member_act",
+    "opponent_profile",
+    "plan_overrides",
     "planner_config",
+    "play",
     "profile_parts",
+    "risk_value",
+    "train",
 ]
 
 FALLBACKS = ("ppo", "none")
@@ -253,13 +266,15 @@ def planner_config(game, player: int, settings: DiffuserOracleSettings) -> mplan
     )
 
 
-def _plan_overrides(s: DiffuserOracleSettings) -> dict:
+def plan_overrides(s: DiffuserOracleSettings) -> dict:
+    """The keyword overrides the oracle passes to ``marl.planner.plan`` (critic gamma, guidance,
+    proposal temperature; possibly traced)."""
     gamma = s.gamma_risk if s.plan_gamma is None else s.plan_gamma
     return {"gamma": gamma, "guidance": s.guidance, "temperature": s.proposal_temperature}
 
 
 # --------------------------------------------------------------------------- episodes
-def _member_act(policy):
+def member_act(policy):
     """A policy whose params are ``(members, index)``: member ``index`` of the stacked
     ``members`` acts."""
 
@@ -270,7 +285,7 @@ def _member_act(policy):
     return act
 
 
-def _opponent_profile(key, inputs, player: int, eps, num: int) -> dict[int, jax.Array]:
+def opponent_profile(key, inputs, player: int, eps, num: int) -> dict[int, jax.Array]:
     """Per other player, ``num`` members drawn from its eps-perturbed meta-strategy."""
     n = len(inputs.populations)
     out = {}
@@ -283,7 +298,7 @@ def _opponent_profile(key, inputs, player: int, eps, num: int) -> dict[int, jax.
     return out
 
 
-def _play(key, game, inputs, player, learner_policy, learner_params, learner_axes, profile):
+def play(key, game, inputs, player, learner_policy, learner_params, learner_axes, profile):
     """``record_episodes`` of the learner against the opponents of ``profile`` (one member per
     episode and opponent), ``len(profile[j])`` episodes."""
     agents = game.env.agents
@@ -293,7 +308,7 @@ def _play(key, game, inputs, player, learner_policy, learner_params, learner_axe
         if j == player:
             policies[a], params[a], axes[a] = learner_policy, learner_params, learner_axes
         else:
-            policies[a] = _member_act(game.policy(j))
+            policies[a] = member_act(game.policy(j))
             params[a] = (inputs.populations[j].params, profile[j])
             axes[a] = (None, 0)
     return mrollout.record_episodes(
@@ -301,16 +316,19 @@ def _play(key, game, inputs, player, learner_policy, learner_params, learner_axe
     )
 
 
-def _flat_obs(episodes, agent) -> jax.Array:
+def flat_obs(episodes, agent) -> jax.Array:
     obs = episodes.obs[agent]
     return obs.reshape(*obs.shape[:2], -1).astype(jnp.float32)
 
 
-def _risk_value(returns, gamma_risk):
+def risk_value(returns, gamma_risk):
+    """``mean - gamma_risk * var`` of ``returns (N,)``."""
     return jnp.mean(returns) - gamma_risk * jnp.var(returns)
 
 
-def _best_index(inputs, player, s) -> jax.Array:
+def best_index(inputs, player, s) -> jax.Array:
+    """The index of ``player``'s live member with the highest risk-adjusted value against the
+    eps-perturbed meta-strategy (``trajectory_data.member_values``)."""
     values = td.member_values(inputs, player, s.eps, s.gamma_risk)
     live = inputs.populations[player].mask
     return jnp.argmax(jnp.where(live, values, -jnp.inf)).astype(jnp.int32)
@@ -318,7 +336,11 @@ def _best_index(inputs, player, s) -> jax.Array:
 
 # --------------------------------------------------------------------------- the parts
 def collect(key, game, inputs, player: int, s: DiffuserOracleSettings) -> dict[str, Any]:
-    """Part 1: the dataset and the planner's training windows (see the module docstring)."""
+    """Part 1: the dataset and the planner's training windows (see the module docstring).
+
+    Returns a dict: ``windows`` and ``sequences`` (the planner's training inputs), ``target``
+    (the label planned toward), ``dataset_size``, ``dataset_return`` and ``dataset`` (the
+    ``trajectory_data.Dataset`` itself, e.g. for behaviour cloning on the same episodes)."""
     ds = td.DatasetSettings(
         episodes=s.episodes,
         eps=s.eps,
@@ -340,6 +362,7 @@ def collect(key, game, inputs, player: int, s: DiffuserOracleSettings) -> dict[s
         "target": target,
         "dataset_size": jnp.sum(data.alive).astype(jnp.float32),
         "dataset_return": jnp.mean(data.returns),
+        "dataset": data,
     }
 
 
@@ -348,7 +371,7 @@ def train(key, config: mplanner.PlannerConfig, data: dict[str, Any]):
     return mplanner.train_planner(key, config, *data["windows"], sequences=data["sequences"])
 
 
-def _fit_student(key, params, apply, batch, s: DiffuserOracleSettings):
+def fit_student(key, params, apply, batch, s: DiffuserOracleSettings):
     """Masked behaviour cloning (as ``marl.imitation.fit``, with a mask): ``fit_epochs`` passes of
     ``fit_minibatches`` Adam steps on cross-entropy to the planner's actions plus
     ``value_coef`` times the squared error of the value to the return-to-go."""
@@ -385,7 +408,8 @@ def _fit_student(key, params, apply, batch, s: DiffuserOracleSettings):
     return params, ce, acc
 
 
-def _discounted_rtg(rewards, alive, discount):
+def discounted_rtg(rewards, alive, discount):
+    """Discounted return-to-go ``(E, T)`` of ``rewards (E, T)`` (steps after the end count 0)."""
     rewards = jnp.where(alive, rewards, 0.0)
 
     def back(acc, r):
@@ -403,11 +427,11 @@ def distill(key, game, inputs, player: int, s, config, models, target):
     graphdef = networks.actor_critic_graphdef(obs_dim, num_actions, game.hidden)
     apply = networks.apply_fn(graphdef)
     student_act = game.policy(player)
-    over = _plan_overrides(s)
+    over = plan_overrides(s)
     plan_fn = mplanner.planner_policy(config, target, **over)
     k_init, key = jax.random.split(key)
     if s.student_init == "best":
-        student = mpop.population_get(inputs.populations[player], _best_index(inputs, player, s))
+        student = mpop.population_get(inputs.populations[player], best_index(inputs, player, s))
     else:
         student = game.member_init(k_init, player)
     rounds = []
@@ -415,7 +439,7 @@ def distill(key, game, inputs, player: int, s, config, models, target):
     ce = acc = jnp.float32(jnp.nan)
     for r, beta in enumerate(s.betas()):
         key, k_opp, k_play, k_label, k_fit = jax.random.split(key, 5)
-        profile = _opponent_profile(k_opp, inputs, player, s.eps, s.dagger_episodes)
+        profile = opponent_profile(k_opp, inputs, player, s.eps, s.dagger_episodes)
         if beta >= 1.0:
             policy, params = plan_fn, models
         elif beta <= 0.0:
@@ -429,8 +453,8 @@ def distill(key, game, inputs, player: int, s, config, models, target):
                 return jnp.where(jax.random.bernoulli(k_coin, beta), a_plan, a_student)
 
             params = (models, student)
-        episodes = _play(k_play, game, inputs, player, policy, params, None, profile)
-        obs = _flat_obs(episodes, agent)
+        episodes = play(k_play, game, inputs, player, policy, params, None, profile)
+        obs = flat_obs(episodes, agent)
         alive = episodes.alive
         if beta >= 1.0:  # every action was the planner's
             labels = episodes.actions[agent].astype(jnp.int32)
@@ -441,15 +465,15 @@ def distill(key, game, inputs, player: int, s, config, models, target):
             labels = labels.reshape(alive.shape)
         if r == 0:
             planner_returns = episodes.returns[agent]
-        rtg = _discounted_rtg(episodes.rewards[agent].astype(jnp.float32), alive, s.discount)
+        rtg = discounted_rtg(episodes.rewards[agent].astype(jnp.float32), alive, s.discount)
         rounds.append({"obs": obs, "action": labels, "ret": rtg, "mask": alive})
         batch = jax.tree.map(
             lambda *xs: jnp.concatenate([x.reshape(-1, *x.shape[2:]) for x in xs]), *rounds
         )
-        student, ce, acc = _fit_student(k_fit, student, apply, batch, s)
+        student, ce, acc = fit_student(k_fit, student, apply, batch, s)
     metrics = {
         "planner_return": jnp.mean(planner_returns),
-        "planner_value": _risk_value(planner_returns, s.gamma_risk),
+        "planner_value": risk_value(planner_returns, s.gamma_risk),
         "distill_loss": ce,
         "distill_accuracy": acc,
     }
@@ -460,27 +484,27 @@ def accept(key, game, inputs, player: int, s, student):
     """Part 4: the student vs the best existing member on the same opponent draws. Returns
     ``(accepted, best_params, metrics)``."""
     agent = game.env.agents[player]
-    best = mpop.population_get(inputs.populations[player], _best_index(inputs, player, s))
+    best = mpop.population_get(inputs.populations[player], best_index(inputs, player, s))
     pair = jax.tree.map(lambda a, b: jnp.stack([a, b]), student, best)
     num = s.accept_episodes
     k_opp, k_play = jax.random.split(key)
-    profile = _opponent_profile(k_opp, inputs, player, s.eps, num)
+    profile = opponent_profile(k_opp, inputs, player, s.eps, num)
     profile = {j: jnp.concatenate([p, p]) for j, p in profile.items()}
     which = jnp.repeat(jnp.arange(2, dtype=jnp.int32), num)
-    episodes = _play(
+    episodes = play(
         k_play,
         game,
         inputs,
         player,
-        _member_act(game.policy(player)),
+        member_act(game.policy(player)),
         (pair, which),
         (None, 0),
         profile,
     )
     returns = episodes.returns[agent]
     student_returns, best_returns = returns[:num], returns[num:]
-    student_value = _risk_value(student_returns, s.gamma_risk)
-    best_value = _risk_value(best_returns, s.gamma_risk)
+    student_value = risk_value(student_returns, s.gamma_risk)
+    best_value = risk_value(best_returns, s.gamma_risk)
     accepted = student_value > best_value
     metrics = {
         "accepted": accepted.astype(jnp.float32),
