@@ -170,8 +170,8 @@ def _build(run_dir: Path, config: Path, overrides, player: int):
         raise BestResponseError(
             f"psro.oracle: the config's oracle is {cfg.psro.oracle!r}; the table needs 'diffuser'"
         )
+    _check_same_game(xcfg.load_config(run_dir / "config.yaml"), cfg)  # before loading anything
     run_cfg, run_psro, step, state = xrun.load_run(run_dir)
-    _check_same_game(run_cfg, cfg)
     game, psro = xcfg.build(cfg)
     n = len(game.env.agents)
     if not 0 <= player < n:
