@@ -106,19 +106,28 @@ def _lp_value(A):
     return -res.fun
 
 
+# The batch shape of the accuracy test below (12 games of K = 12), so that both tests run ONE
+# compiled program (compiling the solver dominates their time).
+_BATCH, _K = 12, 12
+
+
 def test_zero_sum_gamma0_value_matches_highs(x64):
-    K = 20
+    K = _K
     rng = np.random.default_rng(0)
     games, masks, vals = [], [], []
-    for k in (3, 8, 20):
+    for k in (3, 8, 12):
         A = rng.normal(size=(k, k))
         games.append(_embed(zs(A), K))
         masks.append(_mask_for(K, k))
         vals.append(_lp_value(A))
-    out = jax.vmap(lambda P, m: _solve_fast(P, 0.0, 0.0, (m, m)))(
-        jnp.asarray(np.stack(games)), jnp.asarray(np.stack(masks))
+    fill = [j % 3 for j in range(_BATCH)]  # repeat the three games to fill the batch
+    out = jax.vmap(_solve_fast, in_axes=(0, 0, 0, (0, 0)))(
+        jnp.asarray(np.stack(games)[fill]),
+        jnp.zeros(_BATCH),
+        jnp.zeros(_BATCH),
+        (jnp.asarray(np.stack(masks)[fill]),) * 2,
     )
-    for j, k in enumerate((3, 8, 20)):
+    for j, k in enumerate((3, 8, 12)):
         x, y = (np.asarray(s[j])[:k] for s in out.strategies)
         A = np.nan_to_num(games[j][0, :k, :k])
         assert abs(x @ A @ y - vals[j]) < 1e-4
@@ -187,11 +196,12 @@ def test_gap_below_1e6_zero_sum_and_identical_interest(x64, sizes):
                 masks.append(_mask_for(K, k))
                 gammas.append(gamma)
                 epss.append(eps)
-    out = jax.vmap(lambda P, g, e, m: _solve_fast(P, g, e, (m, m)))(
+    assert sizes != (2, 5, 12) or (len(games), K) == (_BATCH, _K)  # shares the program above
+    out = jax.vmap(_solve_fast, in_axes=(0, 0, 0, (0, 0)))(
         jnp.asarray(np.stack(games)),
         jnp.asarray(gammas),
         jnp.asarray(epss),
-        jnp.asarray(np.stack(masks)),
+        (jnp.asarray(np.stack(masks)),) * 2,
     )
     gaps = np.asarray(out.gap)
     assert np.all(gaps < 1e-6), gaps
