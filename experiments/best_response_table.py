@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from experiments.cli import CommandError
+from experiments.intervals import mean_ci
 
 __all__ = ["METHODS", "BestResponseError", "main", "markdown", "seed_stats", "summarise", "table"]
 
@@ -87,17 +88,6 @@ class BestResponseError(CommandError, ValueError):
 
 
 # --------------------------------------------------------------------------- statistics
-def _ci(x) -> tuple[float, float]:
-    """Mean and 95% Student-t half-width over seeds (half-width nan for one seed)."""
-    from scipy import stats
-
-    x = np.asarray(x, dtype=float)
-    if x.size < 2:
-        return float(x.mean()), float("nan")
-    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    return float(x.mean()), float(half)
-
-
 def seed_stats(returns, events: dict[str, Any], gamma_risk: float) -> dict[str, float]:
     """The statistics of one seed's held-out episodes: ``returns (N,)``, ``events`` name ->
     ``(N,)``. CVaR 5% is the mean of the ``ceil(0.05 N)`` lowest returns."""
@@ -120,7 +110,7 @@ def seed_stats(returns, events: dict[str, Any], gamma_risk: float) -> dict[str, 
 
 def summarise(per_seed: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Per statistic: (mean over seeds, 95% half-width)."""
-    return {k: _ci([s[k] for s in per_seed]) for k in per_seed[0]}
+    return {k: mean_ci([s[k] for s in per_seed]) for k in per_seed[0]}
 
 
 # --------------------------------------------------------------------------- the programs

@@ -100,13 +100,13 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy import stats
 from tqdm import tqdm
 
 from envs.settings import SettingError
 from experiments import config as xcfg
 from experiments import lanes as xsweep
 from experiments.crossplay import _per_step_name, add_per_step, crossplay
+from experiments.intervals import mean_ci
 from marl import population as mpop
 from marl.compile_cache import enable_compile_cache
 from marl.compiles import CompileCounter
@@ -260,13 +260,7 @@ def strips(
     return paths
 
 
-def _ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (Student t; 0 for one value)."""
-    x = np.asarray(values, np.float64)
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return float(x.mean()), float(half)
+_ci = mean_ci  # mean and 95% half-width (Student t; 0 for one value)
 
 
 def run_comparison(

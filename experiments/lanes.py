@@ -28,6 +28,7 @@ import yaml
 
 from envs.settings import SettingError, check_choice, check_int
 from experiments import config as xcfg
+from experiments.intervals import mean_ci
 from marl.files import atomic_write_json, atomic_write_text, jsonable
 
 __all__ = [
@@ -741,14 +742,11 @@ def metric_value(row: Mapping, name: str) -> float | None:
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:
-    from scipy import stats
-
+    """``mean_ci`` over the finite values (nan, nan when there are none)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
     if x.size == 0:
         return float("nan"), float("nan")
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return mean_ci(x)
 
 
 def _share_ci(values: Sequence[float | None]) -> tuple[float, float]:

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from experiments.cli import CommandError
+from experiments.intervals import mean_ci
 from marl.files import atomic_write_text
 
 BOOTSTRAP = 10_000
@@ -61,10 +61,7 @@ def _value(row: dict, metric: str, agents: str) -> float:
     raise KeyError(metric)
 
 
-def _ci(x: np.ndarray) -> tuple[float, float]:
-    if x.size < 2:
-        return float(x.mean()), 0.0
-    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+_ci = mean_ci  # mean and 95% half-width (Student t; 0 for one value)
 
 
 def seed_values(run: dict, variant: str, metric: str, agents: str, label: str) -> np.ndarray:
