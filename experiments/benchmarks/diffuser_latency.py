@@ -250,17 +250,10 @@ def _episodes_fn(game, learner_policy, num: int):
     import jax
     import jax.numpy as jnp
 
-    from marl import population as mpop
     from marl import rollout as mrollout
+    from psro.oracles.diffuser import member_act
 
     agents = game.env.agents
-
-    def member(policy):
-        def act(p, obs, key):
-            pop, index = p
-            return policy(mpop.population_get(pop, index), obs, key).astype(jnp.int32)
-
-        return act
 
     def play(learner_params, pops, profile, key):
         policies, params, axes = {}, {}, {}
@@ -268,8 +261,8 @@ def _episodes_fn(game, learner_policy, num: int):
             if j == PLAYER:
                 policies[a], params[a], axes[a] = learner_policy, learner_params, None
             else:
-                policies[a] = member(game.policy(j))
-                params[a], axes[a] = (pops[j], profile[j]), (None, 0)
+                policies[a] = member_act(game.policy(j))
+                params[a], axes[a] = (pops[j].params, profile[j]), (None, 0)
         episodes = mrollout.record_episodes(
             game.env, game.env_params, policies, params, key, num, params_axes=axes
         )
@@ -296,7 +289,7 @@ def measure(size: Size | str = "full", seed: int = 0, log=None) -> dict:
     import numpy as np
 
     from marl import planner as mplanner
-    from marl import population as mpop
+    from psro.oracles.diffuser import member_act
 
     size = SIZES[size] if isinstance(size, str) else size
     say = log or (lambda m: None)
@@ -342,18 +335,12 @@ def measure(size: Size | str = "full", seed: int = 0, log=None) -> dict:
         }
 
     say("population members")
-    member_policy = game.policy(PLAYER)
-
-    def member_act(p, o, key):
-        pop, index = p
-        return member_policy(mpop.population_get(pop, index), o, key).astype(jnp.int32)
-
-    play_member = _episodes_fn(game, member_act, size.episodes)
+    play_member = _episodes_fn(game, member_act(game.policy(PLAYER)), size.episodes)
     members = {}
     live = np.asarray(pops[PLAYER].mask)
     for m in np.flatnonzero(live).tolist():
         returns, _ = _timed_returns(
-            play_member, (pops[PLAYER], jnp.int32(m)), pops, profile, k_play
+            play_member, (pops[PLAYER].params, jnp.int32(m)), pops, profile, k_play
         )
         members[m] = {
             "returns": returns,

@@ -98,8 +98,7 @@ def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
         brt.table(tmp_path, tmp_path / "c.yaml")
 
 
-_TINY_RUN = """
-name: tiny_td
+_TINY_GAME = """
 seed: 0
 env: {name: trust_dilemma, overrides: {max_steps: 3}}
 game: {kind: network, hidden: 4}
@@ -108,30 +107,27 @@ psro:
   capacity: 3
   episodes: 2
   solver: uniform
-  oracle: ppo
-  oracle_kwargs: {total_updates: 2, num_envs: 2, num_steps: 3, num_minibatches: 1,
-                  update_epochs: 1}
 """
-
-_TINY_DIFFUSER = """
-name: tiny_td_diffuser
-seed: 0
-env: {name: trust_dilemma, overrides: {max_steps: 3}}
-game: {kind: network, hidden: 4}
-psro:
-  iterations: 1
-  capacity: 3
-  episodes: 2
-  solver: uniform
-  oracle: diffuser
+_TINY_PPO = "{total_updates: 2, num_envs: 2, num_steps: 3, num_minibatches: 1, update_epochs: 1}"
+_TINY_RUN = (
+    "name: tiny_td"
+    + _TINY_GAME
+    + f"""  oracle: ppo
+  oracle_kwargs: {_TINY_PPO}
+"""
+)
+_TINY_DIFFUSER = (
+    "name: tiny_td_diffuser"
+    + _TINY_GAME
+    + f"""  oracle: diffuser
   oracle_kwargs:
-    {episodes: 4, horizon: 3, candidates: 2, refine_k: 1, critic_plan_steps: 1,
+    {{episodes: 4, horizon: 3, candidates: 2, refine_k: 1, critic_plan_steps: 1,
      diffusion_steps: 2, diffusion_hidden: 8, diffusion_depth: 1, proposer_width: 8,
      proposer_heads: 1, model_hidden: [8], train_steps: 4, batch_size: 8, dagger_rounds: 1,
      dagger_episodes: 2, fit_epochs: 1, accept_episodes: 2, fallback: ppo,
-     fallback_kwargs: {total_updates: 2, num_envs: 2, num_steps: 3, num_minibatches: 1,
-                       update_epochs: 1}}
+     fallback_kwargs: {_TINY_PPO}}}
 """
+)
 
 
 def test_a_game_that_differs_is_refused(tmp_path):
