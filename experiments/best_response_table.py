@@ -333,9 +333,9 @@ def table(
     built: dict[str, dict[str, Any]] = {}
     timings: dict[str, dict[str, float]] = {}
 
-    def pipeline(label: str):
-        """Data, planner training and (if wanted) distillation with guidance labels ``label``;
-        returns the outputs and the timings of each part."""
+    def pipeline(label: str, distil: bool):
+        """Data, planner training and, with ``distil``, distillation and acceptance, all with
+        guidance labels ``label``; returns the outputs and the timings of each part."""
         ss = dataclasses.replace(s, label=label)
         data_fn, train_fn, distill_fn, accept_fn, _ = _pipeline_fns(
             game, inputs, player, ss, config_
@@ -346,14 +346,15 @@ def table(
         (models, losses), *t_train = _timed(vm(train_fn), train_keys, data)
         out = {"data": data, "models": models, "losses": losses, "target": data["target"]}
         out["times"] = {"data": t_data, "train": t_train}
-        say(f"planner pipeline (labels: {label}): distillation and acceptance")
-        (student, dmet), *out["times"]["distill"] = _timed(
-            vm(distill_fn), train_keys, models, data["target"]
-        )
-        (accepted, amet), *out["times"]["accept"] = _timed(vm(accept_fn), train_keys, student)
-        out["student"] = student
-        out["accepted"] = np.asarray(accepted).tolist()
-        out["oracle_metrics"] = {k: np.asarray(v).tolist() for k, v in {**dmet, **amet}.items()}
+        if distil:  # the planner rows alone need no student
+            say(f"planner pipeline (labels: {label}): distillation and acceptance")
+            (student, dmet), *out["times"]["distill"] = _timed(
+                vm(distill_fn), train_keys, models, data["target"]
+            )
+            (accepted, amet), *out["times"]["accept"] = _timed(vm(accept_fn), train_keys, student)
+            out["student"] = student
+            out["accepted"] = np.asarray(accepted).tolist()
+            out["oracle_metrics"] = {k: np.asarray(v).tolist() for k, v in {**dmet, **amet}.items()}
         for part, (c, r) in out["times"].items():
             say(f"  {part}: compile {c:.1f} s, run {r:.1f} s")
         return out
@@ -367,9 +368,9 @@ def table(
     want = set(methods)
     main_out = abl_out = None
     if want & {"planner_refine", "planner_full", "distilled", "bc", "filtered_bc"}:
-        main_out = pipeline("value")
+        main_out = pipeline("value", "distilled" in want)
     if want & {"planner_return_labels", "distilled_return_labels"}:
-        abl_out = pipeline("return")
+        abl_out = pipeline("return", "distilled_return_labels" in want)
     planners = (("planner_refine", main_out), ("planner_full", main_out))
     for name, src in (*planners, ("planner_return_labels", abl_out)):
         if name in want:
